@@ -1,0 +1,1 @@
+"""debiasrec.debias.inproc."""
