@@ -1,0 +1,496 @@
+"""Purification: turn possibly dirty :class:`RawData` into a clean :class:`Dataset`, with a report.
+
+Every removed row is counted under exactly one reason, in this order (a row failing several
+checks is counted under the first):
+
+============================  ================================================================
+``missing_id``                user or item id missing/blank
+``non_numeric_rating``        rating missing, not a number, or infinite
+``rating_out_of_range``       rating outside ``rating_range``
+``unparseable_timestamp``     timestamp missing or neither a number nor a date string
+``unknown_user``              user absent from the users table
+``unknown_item``              item absent from the items table
+``user_missing_sensitive``    user lacks a value of a sensitive attribute (policy ``drop``)
+``duplicate``                 repeated (user, item) pair (policy ``keep_last``/``keep_first``)
+``below_implicit_threshold``  rating below ``implicit_threshold``
+``kcore``                     removed by the iterative user/item k-core filter
+============================  ================================================================
+
+so that ``input_rows - sum(removed.values()) == output_rows`` always holds. Users and items left
+without interactions are dropped from their tables and counted in ``removed_users`` /
+``removed_items``. Everything is vectorised (no per-row Python loops).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from debiasrec.data.dataset import Dataset, _codes
+from debiasrec.data.loaders import RawData, infer_sensitive, load
+from debiasrec.data.schema import SensitiveAttr
+from debiasrec.errors import DataError
+
+__all__ = ["REASONS", "UNKNOWN_GROUP", "PurifyConfig", "PurifyReport", "load_dataset", "purify"]
+
+#: Row-removal reasons, in the order they are checked.
+REASONS: tuple[str, ...] = (
+    "missing_id",
+    "non_numeric_rating",
+    "rating_out_of_range",
+    "unparseable_timestamp",
+    "unknown_user",
+    "unknown_item",
+    "user_missing_sensitive",
+    "duplicate",
+    "below_implicit_threshold",
+    "kcore",
+)
+
+#: Group label given to users without a sensitive value under ``missing_sensitive="own_group"``.
+UNKNOWN_GROUP = "unknown"
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+class PurifyConfig(BaseModel):
+    """How to clean interactions.
+
+    Attributes:
+        rating_range: inclusive ``(low, high)``; ratings outside are removed. None: only
+            non-numeric ratings are removed.
+        duplicates: repeated (user, item) pairs: keep the last/first (by timestamp when present,
+            else by row order) or raise.
+        missing_sensitive: users without a sensitive value: drop them (and their rows), put them
+            in their own group labelled ``"unknown"``, or raise.
+        min_user_interactions: k-core threshold for users (0: off).
+        min_item_interactions: k-core threshold for items (0: off). The user and item filters
+            are applied together, repeatedly, until stable.
+        implicit_threshold: keep only ratings ``>= threshold`` (implicit feedback).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rating_range: tuple[float, float] | None = None
+    duplicates: Literal["keep_last", "keep_first", "error"] = "keep_last"
+    missing_sensitive: Literal["drop", "own_group", "error"] = "drop"
+    min_user_interactions: int = Field(0, ge=0)
+    min_item_interactions: int = Field(0, ge=0)
+    implicit_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> PurifyConfig:
+        if self.rating_range is not None and self.rating_range[0] > self.rating_range[1]:
+            raise ValueError(f"rating_range low > high: {self.rating_range}")
+        return self
+
+
+@dataclass
+class PurifyReport:
+    """What purification removed, by reason.
+
+    Invariant: ``input_rows - sum(removed.values()) == output_rows``.
+
+    Attributes:
+        input_rows: interaction rows read.
+        output_rows: interaction rows kept.
+        removed: rows removed per reason (:data:`REASONS` order; zero counts for checks run).
+        removed_users: users removed from the users table per reason.
+        removed_items: items removed from the items table per reason.
+        notes: other findings (e.g. users labelled ``"unknown"``, ignored columns).
+    """
+
+    input_rows: int
+    output_rows: int
+    removed: dict[str, int] = field(default_factory=dict)
+    removed_users: dict[str, int] = field(default_factory=dict)
+    removed_items: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: ``scope`` (interactions/users/items), ``reason``, ``count``."""
+        rows = [("interactions", r, c) for r, c in self.removed.items()]
+        rows += [("users", r, c) for r, c in self.removed_users.items()]
+        rows += [("items", r, c) for r, c in self.removed_items.items()]
+        return pd.DataFrame(rows, columns=["scope", "reason", "count"]).astype({"count": "int64"})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable dict."""
+        return {
+            "input_rows": int(self.input_rows),
+            "output_rows": int(self.output_rows),
+            "removed": {k: int(v) for k, v in self.removed.items()},
+            "removed_users": {k: int(v) for k, v in self.removed_users.items()},
+            "removed_items": {k: int(v) for k, v in self.removed_items.items()},
+            "notes": list(self.notes),
+        }
+
+    def __str__(self) -> str:
+        reasons = (*self.removed, *self.removed_users, *self.removed_items)
+        width = max([len(r) + 4 for r in reasons] + [20])
+        lines = [f"{'interactions read':<{width}} {self.input_rows:>12,}"]
+        for reason, count in self.removed.items():
+            lines.append(f"  - {reason:<{width - 4}} {count:>12,}")
+        lines.append(f"{'interactions kept':<{width}} {self.output_rows:>12,}")
+        for label, d in (
+            ("users removed", self.removed_users),
+            ("items removed", self.removed_items),
+        ):
+            if d:
+                lines.append(f"{label}:")
+                lines += [f"  - {r:<{width - 4}} {c:>12,}" for r, c in d.items()]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _missing(s: pd.Series) -> np.ndarray:
+    """Missing or blank (whitespace-only text)."""
+    out = s.isna().to_numpy()
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        text = s.astype("string").str.strip()
+        out = out | (text == "").fillna(False).to_numpy(dtype=bool)
+    return out
+
+
+def _show(v: Any) -> Any:
+    """A numpy scalar as the plain Python value (for readable messages)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _to_float(s: pd.Series) -> np.ndarray:
+    """Numbers as float64 (NaN where missing or not numeric)."""
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _tidy_ids(s: pd.Series) -> np.ndarray:
+    """Ids as read, except float ids that are all integral (a CSV column with a blank) -> int64."""
+    v = s.to_numpy()
+    if v.dtype.kind == "f" and len(v) and np.all(np.mod(v, 1) == 0):
+        return v.astype(np.int64)
+    return v
+
+
+def _parse_timestamps(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps -> (int64 seconds since the epoch, ok mask).
+
+    Accepts integers, floats (``881250949.0``, floored), numeric text, datetimes, and date strings
+    (ISO 8601 fast path, then any format ``pandas.to_datetime`` understands; naive = UTC).
+    """
+    n = len(s)
+    out = np.zeros(n, dtype=np.int64)
+    if pd.api.types.is_integer_dtype(s.dtype) and not s.isna().any():
+        return s.to_numpy(np.int64), np.ones(n, dtype=bool)
+    if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
+        dt = pd.to_datetime(s, utc=True)
+        ok = dt.notna().to_numpy()
+        out[ok] = ((dt[ok] - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+        return out, ok
+    num = _to_float(s)
+    ok = np.isfinite(num) & (np.abs(num) < 9.2e18)
+    out[ok] = np.floor(num[ok]).astype(np.int64)
+    rest = ~ok & ~_missing(s)
+    if rest.any():
+        text = s[rest].astype(str)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+            again = dt.isna()
+            if again.any():
+                dt[again] = pd.to_datetime(text[again], errors="coerce", utc=True, format="mixed")
+        good = dt.notna().to_numpy()
+        pos = np.flatnonzero(rest)[good]
+        out[pos] = ((dt[good] - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+        ok[pos] = True
+    return out, ok
+
+
+def _select_sensitive(raw: RawData, names: Sequence[str] | None) -> list[SensitiveAttr]:
+    declared = {a.name: a for a in raw.schema.sensitive}
+    if names is None:
+        attrs = list(raw.schema.sensitive)
+    else:
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        user_cols = [] if raw.users is None else [c for c in raw.users.columns if c != "user_id"]
+        attrs = []
+        for n in names:
+            if n in declared:
+                attrs.append(declared[n])
+            elif n in user_cols:
+                attrs.extend(infer_sensitive(raw.users, [n]))
+            else:
+                raise DataError(
+                    f"unknown sensitive attribute {n!r}; declared: {list(declared)}, "
+                    f"user columns: {user_cols or 'none (no users table)'}"
+                )
+    if attrs and raw.users is None:
+        raise DataError(
+            f"sensitive attributes {[a.name for a in attrs]} need a users table, and "
+            f"{raw.name!r} has none; load one or pass sensitive=[]"
+        )
+    for a in attrs:
+        assert raw.users is not None
+        if a.name not in raw.users.columns:
+            raise DataError(
+                f"sensitive attribute {a.name!r} is declared but the users table has no such "
+                f"column; columns: {list(raw.users.columns)}"
+            )
+    return attrs
+
+
+def _own_group(
+    attr: SensitiveAttr, values: pd.Series, miss: np.ndarray
+) -> tuple[SensitiveAttr, pd.Series]:
+    """Fill missing values with ``"unknown"`` and adapt the attribute so the label is a group."""
+    if attr.bins is not None:  # bucket first: "unknown" cannot be bucketed numerically
+        labels = [*attr.group_labels(), UNKNOWN_GROUP]  # type: ignore[misc]
+        groups = attr.groups(values).astype(object)
+        filled = pd.Series(groups, index=values.index, dtype=object)
+        filled[miss] = UNKNOWN_GROUP
+        return SensitiveAttr(name=attr.name, kind="ordinal", labels=tuple(labels)), filled
+    filled = values.astype(object).copy()
+    filled[miss] = UNKNOWN_GROUP
+    kind = "categorical" if attr.kind == "binary" else attr.kind
+    labels = None if attr.labels is None else (*attr.labels, UNKNOWN_GROUP)
+    return SensitiveAttr(name=attr.name, kind=kind, labels=labels), filled
+
+
+def _clean_table(
+    df: pd.DataFrame, col: str, kind: str, removed: dict[str, int], notes: list[str]
+) -> pd.DataFrame:
+    """Drop table rows with a missing id or a repeated id (keeping the first), counting them."""
+    miss = _missing(df[col])
+    removed["missing_id"] = int(miss.sum())
+    df = df.loc[~miss]
+    dup = df[col].duplicated(keep="first").to_numpy()
+    removed["duplicate_id"] = int(dup.sum())
+    if dup.any():
+        notes.append(
+            f"{kind} table lists {int(dup.sum())} {kind} ids more than once "
+            f"(e.g. {_show(df[col][dup].iloc[0])!r}); kept the first row of each"
+        )
+    return df.loc[~dup].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- purify
+
+
+def purify(
+    raw: RawData, config: PurifyConfig | None = None, *, sensitive: Sequence[str] | None = None
+) -> tuple[Dataset, PurifyReport]:
+    """Clean raw frames and build a :class:`Dataset`, counting every removed row by reason.
+
+    Args:
+        raw: frames from a loader (:mod:`debiasrec.data.loaders`).
+        config: cleaning policy (default :class:`PurifyConfig()`).
+        sensitive: restrict the sensitive attributes to these names; a user column not declared
+            in the schema is declared with an inferred kind. None: the schema's attributes.
+
+    Returns:
+        The dataset (ids as in the input; users/items without interactions dropped) and the report.
+
+    Raises:
+        DataError: missing id columns; unknown sensitive names; a rating/threshold policy without
+            a rating column; ``duplicates="error"`` or ``missing_sensitive="error"`` violations.
+    """
+    cfg = config or PurifyConfig()
+    if not isinstance(raw, RawData):
+        raise DataError(f"purify() takes RawData (from a loader), got {type(raw).__name__}")
+    inter = raw.interactions
+    for col in ("user_id", "item_id"):
+        if col not in inter.columns:
+            raise DataError(
+                f"interactions of {raw.name!r} have no column {col!r}; columns: {list(inter.columns)}"
+            )
+    n = len(inter)
+    alive = np.ones(n, dtype=bool)
+    removed: dict[str, int] = {}
+    removed_users: dict[str, int] = {}
+    removed_items: dict[str, int] = {}
+    notes: list[str] = []
+
+    def drop(reason: str, mask: np.ndarray) -> None:
+        bad = mask & alive
+        removed[reason] = int(bad.sum())
+        alive[bad] = False
+
+    # Ids are factorized once; table look-ups then run on the (few) distinct ids, not on rows.
+    u_ser = inter["user_id"]
+    i_ser = inter["item_id"]
+    ucode, uniq_u = pd.factorize(u_ser)  # missing -> -1, which indexes the appended sentinel
+    icode, uniq_i = pd.factorize(i_ser)
+    u_blank = np.append(_missing(pd.Series(uniq_u)), True)
+    i_blank = np.append(_missing(pd.Series(uniq_i)), True)
+    drop("missing_id", u_blank[ucode] | i_blank[icode])
+
+    rating: np.ndarray | None = None
+    if "rating" in inter.columns:
+        rating = _to_float(inter["rating"])
+        drop("non_numeric_rating", ~np.isfinite(rating))
+        if cfg.rating_range is not None:
+            lo, hi = cfg.rating_range
+            with np.errstate(invalid="ignore"):
+                drop("rating_out_of_range", (rating < lo) | (rating > hi))
+    elif cfg.rating_range is not None or cfg.implicit_threshold is not None:
+        raise DataError(
+            f"interactions of {raw.name!r} have no 'rating' column, so rating_range/"
+            f"implicit_threshold cannot apply; columns: {list(inter.columns)}"
+        )
+
+    ts: np.ndarray | None = None
+    if "timestamp" in inter.columns:
+        ts, ts_ok = _parse_timestamps(inter["timestamp"])
+        drop("unparseable_timestamp", ~ts_ok)
+
+    attrs = _select_sensitive(raw, sensitive)
+    users = raw.users
+    upos = np.full(len(uniq_u) + 1, -1, dtype=np.int64)  # distinct user -> users-table row
+    if users is not None:
+        if "user_id" not in users.columns:
+            raise DataError(f"users table has no column 'user_id'; columns: {list(users.columns)}")
+        users = _clean_table(users, "user_id", "user", removed_users, notes)
+        upos[:-1] = _codes(pd.Index(users["user_id"]), pd.Series(uniq_u))
+        drop("unknown_user", upos[ucode] < 0)
+    items = raw.items
+    if items is not None:
+        if "item_id" not in items.columns:
+            raise DataError(f"items table has no column 'item_id'; columns: {list(items.columns)}")
+        items = _clean_table(items, "item_id", "item", removed_items, notes)
+        ipos = np.append(_codes(pd.Index(items["item_id"]), pd.Series(uniq_i)), -1)
+        drop("unknown_item", ipos[icode] < 0)
+
+    # ---- sensitive attributes
+    if attrs:
+        assert users is not None  # _select_sensitive guarantees it
+        users = users.copy()
+        lacking = np.zeros(len(users), dtype=bool)
+        new_attrs: list[SensitiveAttr] = []
+        for a in attrs:
+            miss = _missing(users[a.name])
+            if miss.any() and cfg.missing_sensitive == "error":
+                ex = [_show(v) for v in users["user_id"][miss].iloc[:5].tolist()]
+                raise DataError(
+                    f"user {ex[0]!r} has no value for sensitive attribute {a.name!r} "
+                    f"({int(miss.sum())} users in all, e.g. {ex}); fill the users table or set "
+                    "missing_sensitive='drop' or 'own_group'"
+                )
+            if miss.any() and cfg.missing_sensitive == "own_group":
+                a, filled = _own_group(a, users[a.name], miss)
+                users[a.name] = filled
+                notes.append(
+                    f"{int(miss.sum())} users without {a.name!r} put in group {UNKNOWN_GROUP!r}"
+                )
+            lacking |= miss
+            new_attrs.append(a)
+        attrs = new_attrs
+        if cfg.missing_sensitive == "drop":
+            removed_users["missing_sensitive"] = int(lacking.sum())
+            drop("user_missing_sensitive", np.append(lacking, False)[upos[ucode]])
+            users = users.loc[~lacking].reset_index(drop=True)
+        for a in attrs:  # fail now, with the attribute named, rather than in an evaluation
+            a.groups(users[a.name])
+
+    # ---- duplicates (on surviving rows), implicit threshold, k-core
+    idx = np.flatnonzero(alive)
+    uc, ic = ucode[idx], icode[idx]
+    key = uc.astype(np.int64) * max(len(uniq_i), 1) + ic
+    keep = "first" if cfg.duplicates == "keep_first" else "last"
+    dup = pd.Series(key).duplicated(keep=keep).to_numpy()  # by row order
+    if dup.any() and ts is not None and cfg.duplicates != "error":  # by time, ties by row order
+        order = np.argsort(ts[idx], kind="stable")
+        dup = np.empty(len(idx), dtype=bool)
+        dup[order] = pd.Series(key[order]).duplicated(keep=keep).to_numpy()
+    if cfg.duplicates == "error" and dup.any():
+        k = int(np.flatnonzero(dup)[0])
+        at = idx[key == key[k]]
+        raise DataError(
+            f"interactions repeat the pair (user {_show(uniq_u[uc[k]])!r}, "
+            f"item {_show(uniq_i[ic[k]])!r}) "
+            f"at rows {at[:5].tolist()} (0-based positions; {int(dup.sum())} repeated rows in "
+            "all); deduplicate them or set duplicates='keep_last' or 'keep_first'"
+        )
+    mask = np.zeros(n, dtype=bool)
+    mask[idx[dup]] = True
+    drop("duplicate", mask)
+
+    if cfg.implicit_threshold is not None:
+        assert rating is not None
+        with np.errstate(invalid="ignore"):
+            drop("below_implicit_threshold", rating < cfg.implicit_threshold)
+
+    if cfg.min_user_interactions > 0 or cfg.min_item_interactions > 0:
+        idx = np.flatnonzero(alive)
+        uc, ic = ucode[idx], icode[idx]
+        live = np.ones(len(idx), dtype=bool)
+        while True:  # iterative k-core: repeat until no user or item falls below its threshold
+            cu = np.bincount(uc[live], minlength=len(uniq_u))
+            ci = np.bincount(ic[live], minlength=len(uniq_i))
+            bad = live & (
+                (cu[uc] < cfg.min_user_interactions) | (ci[ic] < cfg.min_item_interactions)
+            )
+            if not bad.any():
+                break
+            live &= ~bad
+        mask = np.zeros(n, dtype=bool)
+        mask[idx[~live]] = True
+        drop("kcore", mask)
+
+    # ---- assemble
+    rows = np.flatnonzero(alive)
+    out = pd.DataFrame(
+        {"user_id": _tidy_ids(u_ser.iloc[rows]), "item_id": _tidy_ids(i_ser.iloc[rows])}
+    )
+    if rating is not None:
+        out["rating"] = rating[rows].astype(np.float32)
+    if ts is not None:
+        out["timestamp"] = ts[rows]
+    extra = [c for c in inter.columns if c not in ("user_id", "item_id", "rating", "timestamp")]
+    if extra:
+        notes.append(f"interaction columns {extra} are not kept in the Dataset")
+
+    if users is not None:
+        seen = pd.Series(uniq_u[np.bincount(ucode[rows], minlength=len(uniq_u)) > 0])
+        present = _codes(pd.Index(seen), users["user_id"]) >= 0
+        removed_users["no_interactions"] = int((~present).sum())
+        users = users.loc[present].reset_index(drop=True)
+    if items is not None:
+        seen = pd.Series(uniq_i[np.bincount(icode[rows], minlength=len(uniq_i)) > 0])
+        present = _codes(pd.Index(seen), items["item_id"]) >= 0
+        removed_items["no_interactions"] = int((~present).sum())
+        items = items.loc[present].reset_index(drop=True)
+
+    schema = raw.schema.with_sensitive(attrs)
+    ds = Dataset.from_frames(out, users, items, schema=schema, name=raw.name)
+    report = PurifyReport(
+        input_rows=n,
+        output_rows=len(rows),
+        removed={r: removed[r] for r in REASONS if r in removed},
+        removed_users=removed_users,
+        removed_items=removed_items,
+        notes=notes,
+    )
+    return ds, report
+
+
+def load_dataset(
+    source: str,
+    *,
+    purify_config: PurifyConfig | None = None,
+    sensitive: Sequence[str] | None = None,
+    **load_kw: Any,
+) -> tuple[Dataset, PurifyReport]:
+    """Load (:func:`debiasrec.data.loaders.load`) and purify in one call.
+
+    Example:
+        >>> ds, report = load_dataset("ml-100k", sensitive=["gender"])  # doctest: +SKIP
+    """
+    return purify(load(source, **load_kw), purify_config, sensitive=sensitive)

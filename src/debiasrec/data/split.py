@@ -1,0 +1,154 @@
+"""Train/valid/test splits that share vocabularies. All vectorised and seeded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError, DataError
+from debiasrec.random import np_rng
+
+
+@dataclass(frozen=True)
+class Split:
+    """A ``(train, valid, test)`` triple of datasets sharing vocabularies and tables."""
+
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+
+    def __iter__(self):
+        return iter((self.train, self.valid, self.test))
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``{train,valid,test}.parquet`` with original ids into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, ds in zip(("train", "valid", "test"), self, strict=True):
+            ds.interactions_frame().to_parquet(folder / f"{part}.parquet", index=False)
+
+
+def _ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np.ndarray, ...]:
+    """Per-user counts for (train, valid, test) given per-user sizes ``n``.
+
+    valid and test get ``floor(ratio * n)``; a part whose ideal size is in (0, 1) gets one item as
+    long as training keeps more than one (RecBole's rule for ``RS`` with ``group_by=user``).
+    """
+    r = np.asarray(ratios, dtype=np.float64)
+    r = r / r.sum()
+    cnt_valid = np.floor(r[1] * n).astype(np.int64)
+    cnt_test = np.floor(r[2] * n).astype(np.int64)
+    cnt_train = n - cnt_valid - cnt_test
+    # Same order as RecBole: the last part first, then the middle one.
+    for ideal, cnt in ((r[2] * n, cnt_test), (r[1] * n, cnt_valid)):
+        bump = (cnt_train > 1) & (ideal > 0) & (ideal < 1)
+        cnt += bump
+        cnt_train -= bump
+    return cnt_train, cnt_valid, cnt_test
+
+
+def _assign(ds: Dataset, order: np.ndarray, counts: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Part index (0 train, 1 valid, 2 test) of each interaction given a within-user order."""
+    part = np.empty(ds.n_interactions, dtype=np.int8)
+    users_sorted = ds.users[order]
+    starts = np.searchsorted(users_sorted, np.arange(ds.n_users), side="left")
+    pos = np.arange(ds.n_interactions) - starts[users_sorted]
+    n_train, n_valid, _ = (c[users_sorted] for c in counts)
+    part_sorted = np.where(pos < n_train, 0, np.where(pos < n_train + n_valid, 1, 2))
+    part[order] = part_sorted
+    return part
+
+
+def _split_by_part(ds: Dataset, part: np.ndarray) -> Split:
+    return Split(
+        train=ds.subset(part == 0, name=f"{ds.name}:train"),
+        valid=ds.subset(part == 1, name=f"{ds.name}:valid"),
+        test=ds.subset(part == 2, name=f"{ds.name}:test"),
+    )
+
+
+def random_split(
+    ds: Dataset,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    *,
+    rng: int | np.random.Generator | None = 0,
+) -> Split:
+    """Per-user random split (RecBole ``RS`` with ``group_by=user``), default 8:1:1.
+
+    Each user's interactions are shuffled and cut by ``ratios``; every user with enough
+    interactions appears in all three parts.
+    """
+    _check_ratios(ratios)
+    gen = np_rng(rng)
+    key = gen.random(ds.n_interactions)
+    order = np.lexsort((key, ds.users))
+    counts = _ratio_counts(ds.user_counts(), ratios)
+    return _split_by_part(ds, _assign(ds, order, counts))
+
+
+def leave_one_out_split(ds: Dataset) -> Split:
+    """Last interaction (by time) of each user to test, the one before to valid, rest to train.
+
+    Users with fewer than 3 interactions keep everything in training.
+    """
+    ts = _require_timestamps(ds)
+    order = np.lexsort((np.arange(ds.n_interactions), ts, ds.users))
+    n = ds.user_counts()
+    has = n >= 3
+    counts = (np.where(has, n - 2, n), has.astype(np.int64), has.astype(np.int64))
+    return _split_by_part(ds, _assign(ds, order, counts))
+
+
+def temporal_split(ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Split:
+    """Global temporal split: the earliest ``ratios[0]`` of all interactions train, and so on.
+
+    Ties in time are broken by row order so the cut sizes are exact.
+    """
+    _check_ratios(ratios)
+    ts = _require_timestamps(ds)
+    r = np.asarray(ratios, dtype=np.float64) / sum(ratios)
+    order = np.lexsort((np.arange(ds.n_interactions), ts))
+    n = ds.n_interactions
+    cut1 = int(round(r[0] * n))
+    cut2 = int(round((r[0] + r[1]) * n))
+    part = np.empty(n, dtype=np.int8)
+    part[order[:cut1]] = 0
+    part[order[cut1:cut2]] = 1
+    part[order[cut2:]] = 2
+    return _split_by_part(ds, part)
+
+
+def make_split(
+    ds: Dataset,
+    method: str = "random",
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    *,
+    rng: int | np.random.Generator | None = 0,
+) -> Split:
+    """Dispatch by name: ``random`` (per user), ``temporal`` (global) or ``loo`` (leave-one-out)."""
+    if method == "random":
+        return random_split(ds, ratios, rng=rng)
+    if method == "temporal":
+        return temporal_split(ds, ratios)
+    if method in ("loo", "leave_one_out"):
+        return leave_one_out_split(ds)
+    raise ConfigError(f"unknown split method {method!r}; use 'random', 'temporal' or 'loo'")
+
+
+def _check_ratios(ratios: tuple[float, float, float]) -> None:
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or ratios[0] <= 0:
+        raise ConfigError(
+            f"split ratios must be three non-negative numbers with train > 0, got {ratios}"
+        )
+
+
+def _require_timestamps(ds: Dataset) -> np.ndarray:
+    if ds.timestamps is None:
+        raise DataError(
+            f"dataset {ds.name!r} has no timestamps; temporal and leave-one-out splits need them "
+            "(use the 'random' split)"
+        )
+    return ds.timestamps

@@ -1,0 +1,100 @@
+"""Masked top-k over score blocks: the hot path of full-ranking evaluation and recommendation.
+
+Scores come from any callable ``score_fn(user_codes) -> [n, n_items]`` (NumPy or torch), so this
+module does not depend on models. Excluded items (training items, and validation items when
+testing) are set to ``-inf`` before a partial sort; they can never be ranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+ScoreFn = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+
+
+def mask_rows(scores: torch.Tensor, users: np.ndarray, exclude: Sequence[sp.csr_matrix]) -> None:
+    """Set ``scores[r, j] = -inf`` in place for every item ``j`` of ``users[r]`` in ``exclude``."""
+    for mat in exclude:
+        indptr = mat.indptr
+        starts, ends = indptr[users], indptr[users + 1]
+        lens = ends - starts
+        total = int(lens.sum())
+        if total == 0:
+            continue
+        rows = np.repeat(np.arange(len(users)), lens)
+        offs = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
+        cols = mat.indices[np.repeat(starts, lens) + offs]
+        scores[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = float("-inf")
+
+
+def topk_from_scores(
+    scores: torch.Tensor | np.ndarray,
+    k: int,
+    users: np.ndarray | None = None,
+    exclude: Sequence[sp.csr_matrix] = (),
+    *,
+    inplace: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` item codes and scores per row after masking ``exclude`` for ``users``.
+
+    Rows where fewer than ``k`` items remain are padded with item ``-1`` and score ``-inf``.
+    ``inplace=True`` lets the masking overwrite ``scores`` (saves a copy of the block).
+    """
+    s = torch.as_tensor(scores, dtype=torch.float32)
+    if exclude:
+        if users is None:
+            raise ValueError("users are needed to mask excluded items")
+        if not inplace and (s.data_ptr() == torch.as_tensor(scores).data_ptr()):
+            s = s.clone()
+        mask_rows(s, np.asarray(users), exclude)
+    k_eff = min(k, s.shape[1])
+    vals, idx = torch.topk(s, k_eff, dim=1, largest=True, sorted=True)
+    items = idx.numpy().astype(np.int64)
+    vals_np = vals.numpy()
+    items[~np.isfinite(vals_np) & (vals_np < 0)] = -1
+    if k_eff < k:
+        pad = k - k_eff
+        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
+        vals_np = np.pad(vals_np, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return items, vals_np
+
+
+def iter_chunks(users: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+    """Consecutive blocks of ``users`` of at most ``chunk`` codes."""
+    for start in range(0, len(users), chunk):
+        yield users[start : start + chunk]
+
+
+def full_ranking_topk(
+    score_fn: ScoreFn,
+    users: np.ndarray,
+    k: int,
+    exclude: Sequence[sp.csr_matrix] = (),
+    *,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` over the whole catalog for ``users``, scored in chunks (memory bounded).
+
+    Args:
+        score_fn: maps user codes to a score block ``[len(block), n_items]``.
+        users: user codes to rank for.
+        k: list length.
+        exclude: user x item matrices whose nonzeros must never be ranked (training items, and
+            validation items when evaluating on test).
+        chunk: users per block; peak memory is ``chunk * n_items * 4`` bytes of scores.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    out_items = np.empty((len(users), k), dtype=np.int64)
+    out_scores = np.empty((len(users), k), dtype=np.float32)
+    for start in range(0, len(users), chunk):
+        block = users[start : start + chunk]
+        with torch.no_grad():
+            scores = score_fn(block)
+        items, vals = topk_from_scores(scores, k, block, exclude, inplace=True)
+        out_items[start : start + len(block)] = items
+        out_scores[start : start + len(block)] = vals
+    return out_items, out_scores

@@ -1,0 +1,190 @@
+"""The ``Recommender`` contract shared by every model.
+
+* ``fit(train, *, valid=None, rng=None) -> self``; learned state ends in ``_``.
+* ``score(user_codes) -> float32 [n_users, n_items]`` raw scores (no masking), one block at a time.
+* ``recommend(users, k) -> Recs``: masked full-ranking top-k, scored in chunks.
+* representation models also implement ``user_embeddings()``.
+
+Calling ``score``/``recommend`` before ``fit`` raises :class:`~debiasrec.errors.NotFittedError`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError, DataError, NotFittedError
+from debiasrec.metrics.topk import full_ranking_topk
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's typed config: unknown keys fail at construction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Recs:
+    """Top-k recommendations: ``items[r]`` (codes, -1 padding) and ``scores[r]`` for ``users[r]``."""
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.items.shape[1])
+
+    def to_frame(self, ds: Dataset) -> pd.DataFrame:
+        """Long format with original ids: ``user_id, item_id, rank, score`` (rank from 1)."""
+        n, k = self.items.shape
+        valid = self.items >= 0
+        rows = np.repeat(np.arange(n), k).reshape(n, k)[valid]
+        return pd.DataFrame(
+            {
+                "user_id": ds.user_vocab.take(self.users[rows]).to_numpy(),
+                "item_id": ds.item_vocab.take(self.items[valid]).to_numpy(),
+                "rank": np.tile(np.arange(1, k + 1), n).reshape(n, k)[valid].astype(np.int32),
+                "score": self.scores[valid].astype(np.float32),
+            }
+        )
+
+
+class Recommender(ABC):
+    """Base class. Subclasses set ``name`` and ``Config`` and implement ``_fit`` and ``_score``."""
+
+    name: ClassVar[str] = "recommender"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    has_embeddings: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if isinstance(config, dict):
+            kwargs = {**config, **kwargs}
+            config = None
+        if config is None:
+            try:
+                config = self.Config(**kwargs)
+            except Exception as exc:  # pydantic ValidationError -> our ConfigError
+                raise ConfigError(f"invalid config for model {self.name!r}: {exc}") from exc
+        elif kwargs:
+            raise ConfigError("pass either a config object or keyword arguments, not both")
+        self.config = config
+
+    # ------------------------------------------------------------------ contract
+    def fit(
+        self,
+        train: Dataset,
+        *,
+        valid: Dataset | None = None,
+        rng: int | np.random.Generator | None = None,
+    ) -> Recommender:
+        """Learn from ``train`` (``valid`` for early stopping where the model uses it)."""
+        if train.n_interactions == 0:
+            raise DataError(f"cannot fit {self.name}: training data {train.name!r} is empty")
+        self.n_users_ = train.n_users
+        self.n_items_ = train.n_items
+        self.train_csr_ = train.csr()
+        self._fit(train, valid=valid, rng=rng)
+        return self
+
+    @abstractmethod
+    def _fit(
+        self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
+    ) -> None: ...
+
+    def score(self, user_codes: np.ndarray) -> np.ndarray:
+        """Raw float32 scores ``[len(user_codes), n_items]`` (nothing masked)."""
+        self._check_fitted()
+        users = np.asarray(user_codes, dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
+            raise DataError(f"user codes must be in [0, {self.n_users_}); got out-of-range codes")
+        out = self._score(users)
+        return np.asarray(out, dtype=np.float32)
+
+    @abstractmethod
+    def _score(self, users: np.ndarray) -> Any: ...
+
+    def recommend(
+        self,
+        users: np.ndarray | None = None,
+        k: int = 10,
+        *,
+        exclude: list[sp.csr_matrix] | None = None,
+        chunk: int = 2048,
+    ) -> Recs:
+        """Top-``k`` for ``users`` (all by default), training items masked unless ``exclude`` given."""
+        self._check_fitted()
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        users = np.arange(self.n_users_) if users is None else np.asarray(users, dtype=np.int64)
+        masks = [self.train_csr_] if exclude is None else exclude
+        items, scores = full_ranking_topk(self._score_block, users, k, masks, chunk=chunk)
+        return Recs(users=users, items=items, scores=scores)
+
+    def _score_block(self, users: np.ndarray) -> Any:
+        return self._score(users)
+
+    def user_embeddings(self) -> np.ndarray:
+        """User representations ``[n_users, d]`` (representation models only)."""
+        raise NotImplementedError(f"{self.name} has no user embeddings")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_users_"):
+            raise NotFittedError(f"{self.name} is not fitted; call fit(train) first")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> None:
+        """Write ``config.json`` and ``state.safetensors`` (no pickle) into ``folder``."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "n_users": self.n_users_,
+            "n_items": self.n_items_,
+        }
+        (folder / "config.json").write_text(json.dumps(meta, indent=2))
+        tensors = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        csr = self.train_csr_
+        tensors["_train_indptr"] = csr.indptr.astype(np.int64)
+        tensors["_train_indices"] = csr.indices.astype(np.int64)
+        save_file(tensors, str(folder / "state.safetensors"))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Recommender:
+        """Inverse of :meth:`save`."""
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / "config.json").read_text())
+        if meta.get("model") != cls.name:
+            raise DataError(f"{folder} holds a {meta.get('model')!r} model, not {cls.name!r}")
+        model = cls(cls.Config(**meta["config"]))
+        tensors = load_file(str(folder / "state.safetensors"))
+        n_u, n_i = int(meta["n_users"]), int(meta["n_items"])
+        indptr = tensors.pop("_train_indptr")
+        indices = tensors.pop("_train_indices")
+        model.n_users_, model.n_items_ = n_u, n_i
+        model.train_csr_ = sp.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, indptr), shape=(n_u, n_i)
+        )
+        model._load_state(tensors)
+        return model
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"{self.name} does not support saving")
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError(f"{self.name} does not support loading")

@@ -1,0 +1,130 @@
+"""BPR-MF: matrix factorisation trained with Bayesian Personalised Ranking (Rendle et al., UAI 2009).
+
+For a training pair ``(u, i)`` and a uniformly sampled non-interacted item ``j``:
+
+    loss = -log sigmoid(<p_u, q_i> - <p_u, q_j>) + reg * (||p_u||^2 + ||q_i||^2 + ||q_j||^2) / 2
+
+averaged over the batch. Negatives are drawn for the whole epoch at once (vectorised, with
+rejection of positives); the score of ``(u, j)`` is ``<p_u, q_j>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender, bpr_negatives
+from debiasrec.training.trainer import TrainerConfig
+
+
+def _bpr_train_defaults() -> TrainerConfig:
+    return TrainerConfig(epochs=300, lr=5e-3, batch_size=4096, patience=10, eval_every=5)
+
+
+class BPRConfig(TorchModelConfig):
+    """BPR-MF hyper-parameters."""
+
+    dim: int = Field(64, ge=1)
+    reg: float = Field(1e-4, ge=0.0, description="L2 weight on the batch's embeddings")
+    init_std: float = Field(0.1, gt=0)
+    train: TrainerConfig = Field(default_factory=_bpr_train_defaults)
+
+
+class _BPRLoss(torch.autograd.Function):
+    """BPR loss and its L2 term with a hand-written backward (3x fewer ops than autograd)."""
+
+    @staticmethod
+    def forward(ctx, u, qi, qj, reg):  # type: ignore[override]
+        d = qi - qj
+        x = (u * d).sum(1)
+        n = x.shape[0]
+        bpr = torch.nn.functional.softplus(-x).mean()
+        l2 = 0.5 * reg * (u.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum()) / n
+        ctx.save_for_backward(u, qi, qj, d, torch.sigmoid(-x))
+        ctx.reg, ctx.n = reg, n
+        return bpr, l2
+
+    @staticmethod
+    def backward(ctx, g_bpr, g_l2):  # type: ignore[override]
+        u, qi, qj, d, sig = ctx.saved_tensors
+        c = (-(g_bpr / ctx.n) * sig).unsqueeze(1)
+        gi = c * u
+        gu = c * d
+        gj = -gi
+        if ctx.reg:
+            r = g_l2 * ctx.reg / ctx.n
+            gu = gu + r * u
+            gi = gi + r * qi
+            gj = gj + r * qj
+        return gu, gi, gj, None
+
+
+class _MF(torch.nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.user = torch.nn.Embedding(n_users, dim)
+        self.item = torch.nn.Embedding(n_items, dim)
+
+
+class BPR(TorchRecommender):
+    """Matrix factorisation with the BPR pairwise loss."""
+
+    name = "bpr"
+    Config = BPRConfig
+    has_embeddings = True
+
+    def _build(self, train: Dataset, gen: torch.Generator) -> None:
+        cfg: BPRConfig = self.config  # type: ignore[assignment]
+        self.module = _MF(train.n_users, train.n_items, cfg.dim)
+        with torch.no_grad():
+            self.module.user.weight.normal_(0.0, cfg.init_std, generator=gen)
+            self.module.item.weight.normal_(0.0, cfg.init_std, generator=gen)
+        csr = train.csr()
+        self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
+        self._pos_items = csr.indices.astype(np.int64)
+        self._pos_keys = self._pos_users * train.n_items + self._pos_items  # sorted (CSR order)
+
+    def _build_empty(self) -> None:
+        cfg: BPRConfig = self.config  # type: ignore[assignment]
+        self.module = _MF(self.n_users_, self.n_items_, cfg.dim)
+
+    def batches(
+        self, train: Dataset, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        n = len(self._pos_users)
+        perm = rng.permutation(n)
+        users = self._pos_users[perm]
+        pos = self._pos_items[perm]
+        neg = bpr_negatives(users, train.n_items, self._pos_keys, rng)
+        u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            yield {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+
+    def user_repr(self, users: torch.Tensor) -> torch.Tensor:
+        """User representation used for scoring (what adversaries and probes see)."""
+        return self.module.user(users)
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg: BPRConfig = self.config  # type: ignore[assignment]
+        u = self.user_repr(batch["users"])
+        qi, qj = self.module.item(torch.cat([batch["pos"], batch["neg"]])).chunk(2)
+        bpr, l2 = _BPRLoss.apply(u, qi, qj, cfg.reg)
+        return {"bpr": bpr, "reg": l2} if cfg.reg > 0 else {"bpr": bpr}
+
+    def score_block(self, users: np.ndarray) -> torch.Tensor:
+        u = self.user_repr(torch.as_tensor(users, dtype=torch.long))
+        return u @ self.module.item.weight.T
+
+    def user_embeddings(self) -> np.ndarray:
+        self._check_fitted()
+        with torch.no_grad():
+            return self.user_repr(torch.arange(self.n_users_)).numpy().copy()
+
+    def item_embeddings(self) -> np.ndarray:
+        self._check_fitted()
+        return self.module.item.weight.detach().numpy().copy()

@@ -1,0 +1,31 @@
+"""Most-popular baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.models.base import ModelConfig, Recommender
+
+
+class PopConfig(ModelConfig):
+    """Pop has no hyper-parameters."""
+
+
+class Pop(Recommender):
+    """Scores every item by its number of training interactions (same list for every user)."""
+
+    name = "pop"
+    Config = PopConfig
+
+    def _fit(self, train: Dataset, *, valid: Dataset | None, rng: object) -> None:
+        self.item_pop_ = train.item_counts().astype(np.float32)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.item_pop_, (len(users), self.n_items_)).copy()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"item_pop": self.item_pop_}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.item_pop_ = state["item_pop"]

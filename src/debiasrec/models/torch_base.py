@@ -1,0 +1,110 @@
+"""Shared plumbing for torch recommenders: config, fitting through the one Trainer, persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.models.base import ModelConfig, Recommender
+from debiasrec.random import np_rng, torch_generator
+from debiasrec.training.trainer import Strategy, Trainer, TrainerConfig, TrainHistory
+
+
+class TorchModelConfig(ModelConfig):
+    """Hyper-parameters common to torch models; ``train`` holds the Trainer settings."""
+
+    train: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+class TorchRecommender(Recommender):
+    """A recommender whose parameters live in ``self.module`` (an ``nn.Module``).
+
+    Subclasses implement ``_build(train, gen)`` (create ``self.module``), ``batches``,
+    ``loss_terms`` and ``score_block``.
+    """
+
+    module: torch.nn.Module
+
+    def __init__(self, config: Any = None, *, strategies: Sequence[Strategy] = (), **kw: Any):
+        super().__init__(config, **kw)
+        self.strategies = list(strategies)
+
+    def _fit(
+        self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
+    ) -> None:
+        gen = np_rng(rng)
+        self._build(train, torch_generator(gen))
+        trainer = Trainer(self.config.train, self.strategies)  # type: ignore[attr-defined]
+        self.history_: TrainHistory = trainer.fit(self, train, valid, rng=gen)
+        self._after_fit(train)
+
+    def _build(self, train: Dataset, gen: torch.Generator) -> None:
+        raise NotImplementedError
+
+    def _after_fit(self, train: Dataset) -> None:
+        """Hook to cache inference-time tensors after training."""
+
+    def batches(
+        self, train: Dataset, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.module.parameters() if p.requires_grad]}]
+
+    def score_block(self, users: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.score_block(users).numpy()
+
+    def _score_block(self, users: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return self.score_block(users)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._build_empty()
+        self.module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
+        self.module.eval()
+        self._after_load()
+
+    def _build_empty(self) -> None:
+        raise NotImplementedError(f"{self.name} does not support loading")
+
+    def _after_load(self) -> None:
+        """Hook to rebuild inference caches after loading."""
+
+
+def bpr_negatives(
+    users: np.ndarray, n_items: int, pos_keys: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One uniformly drawn negative item per ``users[r]``, never one of the user's positives.
+
+    ``pos_keys`` are the sorted ``user * n_items + item`` keys of the training positives.
+    Rejected draws are redrawn (vectorised) until none is a positive.
+    """
+    neg = rng.integers(0, n_items, size=len(users))
+    u64 = users.astype(np.int64)
+    todo = np.arange(len(users))
+    for _ in range(100):
+        keys = u64[todo] * n_items + neg[todo]
+        pos = np.searchsorted(pos_keys, keys)
+        pos[pos >= len(pos_keys)] = len(pos_keys) - 1
+        hit = pos_keys[pos] == keys
+        if not hit.any():
+            break
+        todo = todo[hit]
+        neg[todo] = rng.integers(0, n_items, size=len(todo))
+    return neg

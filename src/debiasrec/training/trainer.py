@@ -1,0 +1,261 @@
+"""The one training loop for every torch model.
+
+A model plugs in through the :class:`Trainable` protocol (``module``, ``batches``, ``loss_terms``,
+``param_groups``, ``score_block``); in-processing debiasing plugs in as a :class:`Strategy` that
+adds named loss terms, its own modules and parameter groups, and hooks around each step. There
+is no trainer subclass per model and no forked trainer per method.
+
+Early stopping watches a validation ranking metric (default NDCG@10, full ranking with training
+items masked); the best weights are restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError
+from debiasrec.metrics.topk import full_ranking_topk
+from debiasrec.random import np_rng
+
+
+_TORCH_VERSION = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+
+
+class TrainerConfig(BaseModel):
+    """Optimisation and early-stopping settings shared by all torch models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    batch_size: int = Field(2048, ge=1)
+    patience: int = Field(10, ge=0, description="evaluations without improvement before stopping")
+    eval_every: int = Field(1, ge=1)
+    metric: str = "ndcg@10"
+    max_seconds: float | None = Field(None, gt=0, description="wall-clock training budget")
+    progress: bool = False
+    loss_weights: dict[str, float] = Field(default_factory=dict)
+
+
+class Trainable(Protocol):
+    """What the Trainer needs from a model."""
+
+    module: torch.nn.Module
+
+    def batches(
+        self, train: Dataset, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]: ...
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    def score_block(self, users: np.ndarray) -> torch.Tensor: ...
+
+
+class Strategy:
+    """In-processing plug-in. Override what you need; the defaults do nothing."""
+
+    name: str = "strategy"
+
+    def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
+        """Called once before training (build discriminators, read group labels, ...)."""
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules owned by the strategy (their parameters are registered and checkpointed)."""
+        return []
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Extra optimizer parameter groups for the main optimizer."""
+        return []
+
+    def loss_terms(
+        self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms added to the model's (weighted by ``TrainerConfig.loss_weights``)."""
+        return {}
+
+    def after_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
+        """Called after each optimizer step (e.g. an adversary's own update)."""
+
+    def validation_metrics(self, model: Trainable, valid_users: np.ndarray) -> dict[str, float]:
+        """Extra validation numbers to log (and to use in a selection rule)."""
+        return {}
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch losses and validation metrics; the epoch whose weights were kept."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_value: float = float("nan")
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+            "seconds": self.seconds,
+        }
+
+
+def _optimizer(cfg: TrainerConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    # Fused Adam runs on CPU from torch 2.4 on and is ~1.5x faster for embedding tables.
+    fused = {"fused": True} if _TORCH_VERSION >= (2, 4) else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, **kw, **fused)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, **kw, **fused)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(groups, **kw)
+    return torch.optim.SGD(groups, **kw)
+
+
+def validation_score(
+    score_fn: Callable[[np.ndarray], Any],
+    train: Dataset,
+    valid: Dataset,
+    metric: str = "ndcg@10",
+) -> float:
+    """Mean of a ranking metric on ``valid`` users (full ranking, training items masked)."""
+    from debiasrec.metrics.ranking import ranking_metrics
+
+    name, _, k_str = metric.partition("@")
+    if not k_str.isdigit():
+        raise ConfigError(f"validation metric must look like 'ndcg@10', got {metric!r}")
+    k = int(k_str)
+    truth = valid.csr()
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    if len(users) == 0:
+        return float("nan")
+    items, _ = full_ranking_topk(score_fn, users, k, [train.csr()])
+    vals = ranking_metrics(items, truth[users], ks=(k,), metrics=(name,))[metric]
+    return float(np.nanmean(vals))
+
+
+class Trainer:
+    """Minimises the model's (and strategies') weighted named loss terms with early stopping."""
+
+    def __init__(self, config: TrainerConfig | None = None, strategies: Sequence[Strategy] = ()):
+        self.config = config or TrainerConfig()
+        self.strategies = list(strategies)
+
+    def fit(
+        self,
+        model: Trainable,
+        train: Dataset,
+        valid: Dataset | None = None,
+        *,
+        rng: int | np.random.Generator | None = None,
+        log: Callable[[dict[str, float]], None] | None = None,
+    ) -> TrainHistory:
+        """Train ``model`` in place; returns the history. Best validation weights are restored."""
+        cfg = self.config
+        gen = np_rng(rng)
+        for s in self.strategies:
+            s.setup(model, train, gen)
+        groups = list(model.param_groups())
+        for s in self.strategies:
+            groups.extend(s.param_groups())
+        opt = _optimizer(cfg, groups)
+        hist = TrainHistory()
+        best_state: dict[str, Any] | None = None
+        bad = 0
+        t0 = time.perf_counter()
+        use_valid = valid is not None and valid.n_interactions > 0
+        epochs = range(cfg.epochs)
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs, desc="train", leave=False)
+        for epoch in epochs:
+            model.module.train()
+            sums: dict[str, float] = {}
+            n_batches = 0
+            for batch in model.batches(train, cfg.batch_size, gen):
+                terms = dict(model.loss_terms(batch))
+                for s in self.strategies:
+                    terms.update(s.loss_terms(model, batch, epoch))
+                total = sum(cfg.loss_weights.get(k, 1.0) * v for k, v in terms.items())
+                opt.zero_grad(set_to_none=True)
+                total.backward()  # type: ignore[union-attr]
+                opt.step()
+                for s in self.strategies:
+                    s.after_step(model, batch, epoch)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n_batches += 1
+            row = {"epoch": float(epoch)}
+            row.update({f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()})
+            if not all(math.isfinite(v) for v in row.values()):
+                warnings.warn(f"non-finite loss at epoch {epoch}; stopping", stacklevel=2)
+                hist.epochs.append(row)
+                break
+            if use_valid and (epoch + 1) % cfg.eval_every == 0:
+                assert valid is not None
+                model.module.eval()
+                value = validation_score(model.score_block, train, valid, cfg.metric)
+                row[f"valid_{cfg.metric}"] = value
+                for s in self.strategies:
+                    row.update(s.validation_metrics(model, np.arange(valid.n_users)))
+                if best_state is None or value > hist.best_value:
+                    hist.best_value, hist.best_epoch = value, epoch
+                    best_state = _snapshot(model, self.strategies)
+                    bad = 0
+                else:
+                    bad += 1
+            row["seconds"] = time.perf_counter() - t0
+            hist.epochs.append(row)
+            if log is not None:
+                log(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+            if use_valid and bad > cfg.patience:
+                hist.stopped_early = True
+                break
+            if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+                hist.stopped_early = True
+                break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            _restore(model, self.strategies, best_state)
+        elif hist.epochs:
+            hist.best_epoch = int(hist.epochs[-1]["epoch"])
+        model.module.eval()
+        hist.seconds = time.perf_counter() - t0
+        return hist
+
+
+def _snapshot(model: Trainable, strategies: Sequence[Strategy]) -> dict[str, Any]:
+    return {
+        "model": copy.deepcopy(model.module.state_dict()),
+        "strategies": [[copy.deepcopy(m.state_dict()) for m in s.modules()] for s in strategies],
+    }
+
+
+def _restore(model: Trainable, strategies: Sequence[Strategy], state: dict[str, Any]) -> None:
+    model.module.load_state_dict(state["model"])
+    for s, states in zip(strategies, state["strategies"], strict=True):
+        for m, st in zip(s.modules(), states, strict=True):
+            m.load_state_dict(st)
