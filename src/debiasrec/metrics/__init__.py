@@ -1,1 +1,66 @@
-"""debiasrec.metrics."""
+"""debiasrec.metrics: accuracy, beyond-accuracy and group-fairness metrics.
+
+Every user-level metric is vectorised over all users and returns one float64 value per user (NaN
+where undefined, with a :class:`DegenerateMetricWarning`); :func:`by_group` aggregates them
+overall and per group with gaps, ratios and bootstrap confidence intervals.
+
+This layer imports nothing of debiasrec but :mod:`debiasrec.errors` and :mod:`debiasrec.random`.
+"""
+
+from __future__ import annotations
+
+from debiasrec.metrics._checks import DegenerateMetricWarning
+from debiasrec.metrics.beyond import (
+    HEAD,
+    MID,
+    TAIL,
+    TIER_NAMES,
+    average_popularity,
+    exposure_counts,
+    exposure_gini,
+    gini,
+    intra_list_diversity,
+    item_coverage,
+    long_tail_share,
+    novelty,
+    popularity_tiers,
+)
+from debiasrec.metrics.fairness import (
+    BY_GROUP_COLUMNS,
+    by_group,
+    item_group_exposure,
+    paired_test,
+)
+from debiasrec.metrics.ranking import (
+    RANKING_METRICS,
+    hit_matrix,
+    ranking_metric_names,
+    ranking_metrics,
+    rating_metrics,
+)
+
+__all__ = [
+    "BY_GROUP_COLUMNS",
+    "HEAD",
+    "MID",
+    "RANKING_METRICS",
+    "TAIL",
+    "TIER_NAMES",
+    "DegenerateMetricWarning",
+    "average_popularity",
+    "by_group",
+    "exposure_counts",
+    "exposure_gini",
+    "gini",
+    "hit_matrix",
+    "intra_list_diversity",
+    "item_coverage",
+    "item_group_exposure",
+    "long_tail_share",
+    "novelty",
+    "paired_test",
+    "popularity_tiers",
+    "ranking_metric_names",
+    "ranking_metrics",
+    "rating_metrics",
+]
