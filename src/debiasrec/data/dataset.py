@@ -9,16 +9,41 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from debiasrec.data.schema import Schema
+from debiasrec.data.schema import INTERSECTION_SEP, Schema
 from debiasrec.errors import DataError
 
-INTERSECTION_SEP = "&"
+__all__ = ["INTERSECTION_SEP", "Dataset"]
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
+def _readonly(a: np.ndarray, dtype: type) -> np.ndarray:
+    """A non-writable C-contiguous array of ``dtype`` that no caller can write through.
+
+    A writable input is copied: freezing it in place would both surprise the caller (their
+    array turns read-only) and leave the data open to change through the caller's reference or
+    any other view of the same memory.
+    """
+    a = np.asarray(a)
+    if a.flags.writeable or a.dtype != dtype or not a.flags.c_contiguous:
+        a = np.array(a, dtype=dtype, order="C", copy=True)
     a.setflags(write=False)
     return a
+
+
+def _column(frame: pd.DataFrame, col: str, dtype: type, what: str) -> np.ndarray:
+    """``frame[col]`` as ``dtype``; a DataError (not a bare cast error) when it cannot be."""
+    s = frame[col]
+    if s.isna().any():
+        raise DataError(
+            f"interaction column {col!r} ({what}) has {int(s.isna().sum())} missing values "
+            f"(first at row {int(np.flatnonzero(s.isna().to_numpy())[0])}); run purify() first"
+        )
+    try:
+        return s.to_numpy(dtype)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"interaction column {col!r} ({what}) is not numeric ({s.dtype}): {exc}; "
+            "run purify() first"
+        ) from exc
 
 
 class Dataset:
@@ -51,12 +76,16 @@ class Dataset:
         for label, arr in (("ratings", ratings), ("timestamps", timestamps)):
             if arr is not None and len(arr) != n:
                 raise DataError(f"{label} has length {len(arr)}, expected {n}")
-        self.users = _readonly(np.asarray(users, dtype=np.int32))
-        self.items = _readonly(np.asarray(items, dtype=np.int32))
-        self.ratings = None if ratings is None else _readonly(np.asarray(ratings, np.float32))
-        self.timestamps = None if timestamps is None else _readonly(np.asarray(timestamps, np.int64))
+        self.users = _readonly(users, np.int32)
+        self.items = _readonly(items, np.int32)
+        self.ratings = None if ratings is None else _readonly(ratings, np.float32)
+        self.timestamps = None if timestamps is None else _readonly(timestamps, np.int64)
         self.user_vocab = pd.Index(user_vocab, name="user_id")
         self.item_vocab = pd.Index(item_vocab, name="item_id")
+        for kind, vocab in (("user", self.user_vocab), ("item", self.item_vocab)):
+            if not vocab.is_unique:
+                dup = vocab[vocab.duplicated()][0]
+                raise DataError(f"{kind} vocabulary lists {kind} id {dup!r} more than once")
         if n and (self.users.min() < 0 or self.users.max() >= len(self.user_vocab)):
             raise DataError("user codes out of range of the user vocabulary")
         if n and (self.items.min() < 0 or self.items.max() >= len(self.item_vocab)):
@@ -125,6 +154,12 @@ class Dataset:
                 return pd.Index(pd.unique(seen)).sort_values(), None
             if col not in table.columns:
                 raise DataError(f"{kind} table has no column {col!r}; columns: {list(table.columns)}")
+            missing = table[col].isna()
+            if missing.any():
+                raise DataError(
+                    f"{kind} table has {int(missing.sum())} rows without a {kind} id (column "
+                    f"{col!r}); run purify() first"
+                )
             dup = table[col].duplicated()
             if dup.any():
                 raise DataError(
@@ -147,12 +182,12 @@ class Dataset:
                 "table; run purify() (it drops and counts such rows)"
             )
         ratings = (
-            interactions[rating_col].to_numpy(np.float32)
+            _column(interactions, rating_col, np.float32, "ratings")
             if rating_col and rating_col in interactions
             else None
         )
         timestamps = (
-            interactions[timestamp_col].to_numpy(np.int64)
+            _column(interactions, timestamp_col, np.int64, "timestamps")
             if timestamp_col and timestamp_col in interactions
             else None
         )
@@ -296,10 +331,7 @@ class Dataset:
             )
         key = ("catmat", column)
         if key not in self._cache:
-            vals = self.item_table[column]
-            lists = [tuple(v) if isinstance(v, (list, tuple, np.ndarray)) else
-                     (() if v is None or (isinstance(v, float) and np.isnan(v)) else (str(v),))
-                     for v in vals]
+            lists = [_categories(v) for v in self.item_table[column]]
             cats = sorted({c for lst in lists for c in lst})
             pos = {c: j for j, c in enumerate(cats)}
             rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
@@ -310,7 +342,8 @@ class Dataset:
             m.sum_duplicates()
             m.data[:] = 1.0
             self._cache[key] = (m, cats)
-        return self._cache[key]
+        m, cats = self._cache[key]
+        return m, list(cats)
 
     def interactions_frame(self, *, original_ids: bool = True) -> pd.DataFrame:
         """Interactions as a DataFrame (original ids by default)."""
@@ -340,16 +373,55 @@ class Dataset:
         return df
 
     def fingerprint(self) -> str:
-        """SHA-256 over interactions and vocabularies (identifies the data in results)."""
-        h = hashlib.sha256()
-        for arr in (self.users, self.items, self.ratings, self.timestamps):
-            if arr is not None:
-                h.update(arr.tobytes())
-        h.update(str(len(self.user_vocab)).encode())
-        h.update(str(len(self.item_vocab)).encode())
-        h.update("\x00".join(map(str, self.user_vocab[:1000])).encode())
-        h.update("\x00".join(map(str, self.item_vocab[:1000])).encode())
-        return h.hexdigest()[:16]
+        """SHA-256 (first 16 hex digits) identifying the data in results.
+
+        Covers the interactions (with their ratings and timestamps, or their absence), the whole
+        user and item vocabularies, the schema and the user and item tables: two datasets that
+        differ in any of these, e.g. in a user's gender, get different fingerprints. The name
+        is not included. Cached.
+        """
+        if "fingerprint" not in self._cache:
+            h = hashlib.sha256()
+            for label, arr in (
+                ("users", self.users),
+                ("items", self.items),
+                ("ratings", self.ratings),
+                ("timestamps", self.timestamps),
+            ):
+                h.update(f"\x00{label}:{'-' if arr is None else len(arr)}\x00".encode())
+                if arr is not None:
+                    h.update(arr.tobytes())
+            for label, vocab in (("user_vocab", self.user_vocab), ("item_vocab", self.item_vocab)):
+                h.update(f"\x00{label}:{len(vocab)}\x00".encode())
+                h.update(_hash_values(pd.Series(vocab.astype(str))))
+            h.update(self.schema.model_dump_json().encode())
+            for label, table in (("user_table", self.user_table), ("item_table", self.item_table)):
+                h.update(f"\x00{label}:{list(map(str, table.columns))}\x00".encode())
+                for col in table.columns:
+                    h.update(_hash_values(table[col].astype(str)))
+            self._cache["fingerprint"] = h.hexdigest()[:16]
+        return self._cache["fingerprint"]
+
+
+def _hash_values(values: pd.Series) -> bytes:
+    """Bytes of a row-wise hash of ``values`` (order-sensitive)."""
+    return pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes()
+
+
+def _categories(value: Any) -> tuple[str, ...]:
+    """Categories of one multi-valued cell: a list/tuple/array, one scalar, or missing."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(str(v) for v in value if not _is_missing(v))
+    if _is_missing(value):
+        return ()
+    return (str(value),)
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _codes(vocab: pd.Index, values: pd.Series) -> np.ndarray:

@@ -11,6 +11,7 @@ Sensitive attributes come in three kinds:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -22,19 +23,51 @@ from debiasrec.errors import DataError
 #: Age buckets used by ML-1M (lower edges): <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+.
 ML1M_AGE_BINS: tuple[float, ...] = (18, 25, 35, 45, 50, 56)
 
+#: Joins attribute names (``"gender&age"``) and group labels (``"F&18-24"``) of intersections.
+INTERSECTION_SEP = "&"
+
 
 def bucket_labels(bins: tuple[float, ...] | list[float]) -> list[str]:
-    """Human labels for bucket edges: ``(18, 25)`` -> ``["<18", "18-24", "25+"]``."""
+    """Human labels for bucket edges: ``(18, 25)`` -> ``["<18", "18-24", "25+"]``.
+
+    Integer edges describe integer values (ages), so the bucket ``[18, 25)`` reads ``18-24``;
+    when any edge is fractional the upper bound is shown as exclusive: ``(2.5, 5)`` ->
+    ``["<2.5", "2.5-<5", "5+"]``.
+
+    Raises:
+        ValueError: no edges.
+    """
     edges = [float(b) for b in bins]
+    if not edges:
+        raise ValueError("bucket_labels needs at least one bin edge")
+    integer = all(e.is_integer() for e in edges)
     labels = [f"<{_fmt(edges[0])}"]
-    for lo, hi in zip(edges[:-1], edges[1:], strict=False):
-        labels.append(f"{_fmt(lo)}-{_fmt(hi - 1)}")
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        upper = _fmt(hi - 1) if integer else f"<{_fmt(hi)}"
+        labels.append(f"{_fmt(lo)}-{upper}")
     labels.append(f"{_fmt(edges[-1])}+")
     return labels
 
 
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Values as strings; whole floats print as integers (a code column with gaps is float)."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        present = values.dropna().to_numpy(dtype=np.float64)
+        if np.isfinite(present).all() and (present == np.floor(present)).all():
+            values = values.astype("Int64")
+    return values.astype("string")
+
+
+def _sorted_labels(labels: list[str]) -> list[str]:
+    """Numeric order when every label is a number (``"5" < "10"``), else text order."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
 
 
 class SensitiveAttr(BaseModel):
@@ -57,7 +90,24 @@ class SensitiveAttr(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SensitiveAttr:
+        if INTERSECTION_SEP in self.name:
+            raise ValueError(
+                f"attribute {self.name!r}: names may not contain {INTERSECTION_SEP!r} "
+                "(it joins the names of an intersection, e.g. 'gender&age')"
+            )
+        if self.labels is not None:
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"attribute {self.name!r}: labels must be unique: {self.labels}")
+            if self.kind == "binary" and self.bins is None and len(self.labels) > 2:
+                raise ValueError(
+                    f"attribute {self.name!r}: a binary attribute has at most two labels, "
+                    f"got {len(self.labels)}; declare kind='categorical'"
+                )
         if self.bins is not None:
+            if not self.bins:
+                raise ValueError(f"attribute {self.name!r}: bins need at least one edge")
+            if not all(math.isfinite(b) for b in self.bins):
+                raise ValueError(f"attribute {self.name!r}: bins must be finite: {self.bins}")
             if self.kind != "ordinal":
                 raise ValueError(f"attribute {self.name!r}: bins are only valid for kind='ordinal'")
             if list(self.bins) != sorted(set(self.bins)):
@@ -100,7 +150,7 @@ class SensitiveAttr(BaseModel):
                 np.where(num.isna().to_numpy(), -1, codes), categories=labels, ordered=True
             )
             return cat
-        as_str = values.astype("string")
+        as_str = _as_text(values)
         if self.labels is not None:
             unknown = set(as_str.dropna().unique()) - set(self.labels)
             if unknown:
@@ -110,7 +160,7 @@ class SensitiveAttr(BaseModel):
                 )
             cats = list(self.labels)
         else:
-            cats = sorted(as_str.dropna().unique())
+            cats = _sorted_labels(list(as_str.dropna().unique()))
         if self.kind == "binary" and len(cats) > 2:
             raise DataError(
                 f"sensitive attribute {self.name!r} is declared binary but has {len(cats)} values "
@@ -135,6 +185,14 @@ class Schema(BaseModel):
     item_text: tuple[str, ...] = ()
     item_categories: tuple[str, ...] = ()
     item_provider: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Schema:
+        names = [a.name for a in self.sensitive]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sensitive attributes declared more than once: {dup}")
+        return self
 
     def attr(self, name: str) -> SensitiveAttr:
         """The declared sensitive attribute ``name``.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ class Split:
     valid: Dataset
     test: Dataset
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dataset]:
         return iter((self.train, self.valid, self.test))
 
     def save(self, folder: str | Path) -> None:
@@ -103,17 +105,19 @@ def leave_one_out_split(ds: Dataset) -> Split:
 
 
 def temporal_split(ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Split:
-    """Global temporal split: the earliest ``ratios[0]`` of all interactions train, and so on.
+    """Global temporal split: the earliest interactions train, the next valid, the latest test.
 
+    Part sizes follow the same rule as :func:`random_split` applied to all interactions at once
+    (RecBole's ``TO`` ordering with ``RS`` ratios): valid and test get ``floor(ratio * n)``.
     Ties in time are broken by row order so the cut sizes are exact.
     """
     _check_ratios(ratios)
     ts = _require_timestamps(ds)
-    r = np.asarray(ratios, dtype=np.float64) / sum(ratios)
     order = np.lexsort((np.arange(ds.n_interactions), ts))
     n = ds.n_interactions
-    cut1 = int(round(r[0] * n))
-    cut2 = int(round((r[0] + r[1]) * n))
+    n_train, n_valid, _ = (int(c[0]) for c in _ratio_counts(np.array([n]), ratios))
+    cut1 = n_train
+    cut2 = n_train + n_valid
     part = np.empty(n, dtype=np.int8)
     part[order[:cut1]] = 0
     part[order[cut1:cut2]] = 1
@@ -138,10 +142,15 @@ def make_split(
     raise ConfigError(f"unknown split method {method!r}; use 'random', 'temporal' or 'loo'")
 
 
-def _check_ratios(ratios: tuple[float, float, float]) -> None:
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or ratios[0] <= 0:
+def _check_ratios(ratios: Sequence[float]) -> None:
+    try:
+        r = [] if isinstance(ratios, str) else [float(x) for x in ratios]
+    except (TypeError, ValueError):
+        r = []
+    if len(r) != 3 or not all(math.isfinite(x) and x >= 0 for x in r) or r[0] <= 0:
         raise ConfigError(
-            f"split ratios must be three non-negative numbers with train > 0, got {ratios}"
+            "split ratios must be three finite non-negative numbers (train, valid, test) with "
+            f"train > 0, e.g. (0.8, 0.1, 0.1); got {ratios!r}"
         )
 
 

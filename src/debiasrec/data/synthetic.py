@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.data.schema import ML1M_AGE_BINS, Schema, SensitiveAttr
@@ -49,6 +49,23 @@ class SyntheticConfig(BaseModel):
     popularity_skew: float = Field(0.8, ge=0.0)
     noise_share: tuple[float, float] = (0.0, 0.0)  # (majority M, minority F)
     chunk_users: int = Field(2048, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticConfig:
+        if 2 * self.n_favourite_genres > self.n_genres:
+            raise ValueError(
+                f"n_favourite_genres={self.n_favourite_genres} needs n_genres >= "
+                f"{2 * self.n_favourite_genres} so that the two groups' favourites are disjoint "
+                f"(got n_genres={self.n_genres})"
+            )
+        if not all(0.0 <= x <= 1.0 for x in self.noise_share):
+            raise ValueError(f"noise_share values must lie in [0, 1], got {self.noise_share}")
+        if self.min_interactions > self.n_items // 2:
+            raise ValueError(
+                f"min_interactions={self.min_interactions} exceeds the per-user cap "
+                f"n_items // 2 = {self.n_items // 2}; lower it or raise n_items"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -80,8 +97,6 @@ def generate(
     genres = gen.permutation(n_g)
     fav_m = genres[: cfg.n_favourite_genres]
     fav_f = genres[cfg.n_favourite_genres : 2 * cfg.n_favourite_genres]
-    if len(fav_f) == 0:
-        fav_f = genres[-cfg.n_favourite_genres :]
     boost = np.ones((2, n_g))
     boost[0, fav_m] = cfg.genre_bias
     boost[1, fav_f] = cfg.genre_bias

@@ -1,1 +1,35 @@
-"""debiasrec.models."""
+"""Recommenders. ``MODELS`` maps config names to classes (an explicit registry)."""
+
+from __future__ import annotations
+
+from debiasrec.errors import ConfigError
+from debiasrec.models.base import ModelConfig, Recommender, Recs
+from debiasrec.models.bpr import BPR
+from debiasrec.models.itemknn import ItemKNN
+from debiasrec.models.lightgcn import LightGCN
+from debiasrec.models.multvae import MultVAE
+from debiasrec.models.pop import Pop
+
+MODELS: dict[str, type[Recommender]] = {
+    "pop": Pop,
+    "itemknn": ItemKNN,
+    "bpr": BPR,
+    "multvae": MultVAE,
+    "lightgcn": LightGCN,
+}
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The model class registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the registered ones).
+    """
+    try:
+        return MODELS[name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
+
+
+__all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "ModelConfig", "MultVAE", "Pop", "Recommender",
+           "Recs", "model_class"]

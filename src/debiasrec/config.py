@@ -1,0 +1,68 @@
+"""TOML configuration: load with unknown keys rejected, dump the resolved config beside results."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+from pydantic import BaseModel, ValidationError
+
+from debiasrec.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def validate(model: type[M], data: dict[str, Any], *, source: str = "config") -> M:
+    """Validate ``data`` against ``model``; errors name the field path (``models.0.params.dim``).
+
+    Raises:
+        ConfigError: one message listing every invalid or unknown field.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling)"
+            lines.append(f"  {loc}: {msg}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def load_toml(path: str | Path, model: type[M]) -> M:
+    """Read a TOML file into ``model``.
+
+    Raises:
+        ConfigError: missing file, TOML syntax error (with line), or invalid fields.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: TOML syntax error: {exc}") from None
+    return validate(model, data, source=str(p))
+
+
+def dump_toml(cfg: BaseModel, path: str | Path) -> None:
+    """Write the resolved config (defaults filled in) as TOML; re-loadable with :func:`load_toml`."""
+    data = _drop_none(cfg.model_dump(mode="json"))
+    Path(path).write_text(tomli_w.dumps(data), encoding="utf-8")

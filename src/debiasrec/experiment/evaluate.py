@@ -1,0 +1,256 @@
+"""Evaluation protocol: full-ranking (or sampled) top-K -> per-user metrics -> tidy results.
+
+Full ranking scores every catalog item for every test user, masks the user's training items (and
+validation items when evaluating on test) and keeps the top ``max(ks)``; metrics are computed per
+user and aggregated overall and per sensitive group by :func:`debiasrec.metrics.by_group`.
+
+Sampled evaluation (``sampled_negatives=N``, as "uni100" in papers) ranks each test user's held-out
+items among ``N`` uniformly drawn items per held-out item that the user never interacted with.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError
+from debiasrec.metrics.beyond import (
+    TIER_NAMES,
+    average_popularity,
+    exposure_gini,
+    intra_list_diversity,
+    item_coverage,
+    long_tail_share,
+    novelty,
+    popularity_tiers,
+)
+from debiasrec.metrics.fairness import by_group, item_group_exposure
+from debiasrec.metrics.ranking import RANKING_METRICS, ranking_metrics
+from debiasrec.metrics.topk import full_ranking_topk, topk_from_scores
+from debiasrec.random import np_rng
+
+RESULT_COLUMNS = ["method", "seed", "metric", "group", "value", "ci_low", "ci_high", "n"]
+BEYOND_METRICS = ("arp", "aplt", "novelty", "ild")
+
+
+class EvalConfig(BaseModel):
+    """What to measure and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field(default_factory=lambda: [10, 20])
+    metrics: list[str] = Field(default_factory=lambda: ["ndcg", "recall", "mrr", "hit", "precision", "map"])
+    beyond: list[str] = Field(default_factory=lambda: list(BEYOND_METRICS))
+    attrs: list[str] | None = None  # default: every sensitive attribute of the dataset
+    intersections: list[str] = Field(default_factory=list)  # e.g. ["gender&age"]
+    n_boot: int = Field(1000, ge=0)
+    ci: float = Field(0.95, gt=0, lt=1)
+    chunk: int = Field(2048, ge=1)
+    sampled_negatives: int | None = Field(None, ge=1)
+    head_share: float = Field(0.2, gt=0, lt=1)
+
+    def model_post_init(self, __context: Any) -> None:
+        unknown = set(self.metrics) - set(RANKING_METRICS)
+        if unknown:
+            raise ConfigError(
+                f"unknown ranking metric(s) {sorted(unknown)}; available: {list(RANKING_METRICS)}"
+            )
+        unknown = set(self.beyond) - set(BEYOND_METRICS)
+        if unknown:
+            raise ConfigError(
+                f"unknown beyond-accuracy metric(s) {sorted(unknown)}; available: {list(BEYOND_METRICS)}"
+            )
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"eval.ks must be positive integers, got {self.ks}")
+
+
+@dataclass
+class Evaluation:
+    """Per-user metric table (rows = evaluated users) and tidy aggregated results."""
+
+    per_user: pd.DataFrame
+    results: pd.DataFrame
+    topk: np.ndarray
+    users: np.ndarray
+    scores: np.ndarray | None = None
+
+
+def eval_users(test: Dataset) -> np.ndarray:
+    """Codes of users with at least one held-out interaction."""
+    return np.flatnonzero(test.user_counts() > 0)
+
+
+def rank_full(
+    score_fn: Callable[[np.ndarray], Any],
+    users: np.ndarray,
+    k: int,
+    exclude: Sequence[sp.csr_matrix],
+    *,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-ranking top-``k`` item codes and scores for ``users`` with ``exclude`` masked."""
+    return full_ranking_topk(score_fn, users, k, exclude, chunk=chunk)
+
+
+def rank_sampled(
+    score_fn: Callable[[np.ndarray], Any],
+    users: np.ndarray,
+    k: int,
+    truth: sp.csr_matrix,
+    seen: sp.csr_matrix,
+    n_neg: int,
+    *,
+    rng: int | np.random.Generator | None = 0,
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` among each user's held-out items plus ``n_neg`` unseen items per held-out item."""
+    gen = np_rng(rng)
+    n_items = truth.shape[1]
+    out = np.empty((len(users), k), dtype=np.int64)
+    out_s = np.empty((len(users), k), dtype=np.float32)
+    for start in range(0, len(users), chunk):
+        block = users[start : start + chunk]
+        with torch.no_grad():
+            scores = torch.as_tensor(score_fn(block), dtype=torch.float32).clone()
+        n_pos = np.diff(truth.indptr)[block]
+        allowed = np.zeros((len(block), n_items), dtype=bool)
+        # Negatives: draw with replacement among unseen items via rejection on a dense block.
+        seen_dense = (seen[block] + truth[block]).toarray() > 0
+        need = n_pos * n_neg
+        draws = gen.integers(0, n_items, size=(len(block), int(need.max()) * 3 + 10 if len(block) else 0))
+        ok = ~np.take_along_axis(seen_dense, draws, axis=1)
+        ok &= np.cumsum(ok, axis=1) <= need[:, None]
+        rows = np.repeat(np.arange(len(block)), ok.sum(1))
+        allowed[rows, draws[ok]] = True
+        t = truth[block].tocoo()
+        allowed[t.row, t.col] = True
+        scores[torch.from_numpy(~allowed)] = float("-inf")
+        out[start : start + len(block)], out_s[start : start + len(block)] = topk_from_scores(
+            scores, k, inplace=True
+        )
+    return out, out_s
+
+
+def evaluate_topk(
+    topk: np.ndarray,
+    users: np.ndarray,
+    train: Dataset,
+    test: Dataset,
+    *,
+    config: EvalConfig | None = None,
+    rng: int | np.random.Generator | None = 0,
+    scores: np.ndarray | None = None,
+) -> Evaluation:
+    """Metrics of ranked lists ``topk[r]`` for user codes ``users[r]`` against ``test``.
+
+    ``train`` gives item popularity (ARP, long tail, novelty, tiers). Sensitive attributes come from
+    ``test``'s user table; they are read here, for evaluation only.
+    """
+    cfg = config or EvalConfig()
+    kmax = max(cfg.ks)
+    if topk.shape[1] < kmax:
+        raise ConfigError(f"lists have {topk.shape[1]} items but eval.ks asks for @{kmax}")
+    truth = test.csr()[users]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no relevant.*")
+        per = ranking_metrics(topk, truth, ks=cfg.ks, metrics=cfg.metrics)
+    pop = train.item_counts()
+    genres = None
+    if "ild" in cfg.beyond and test.schema.item_categories:
+        col = test.schema.item_categories[0]
+        if col in test.item_table.columns:
+            genres = test.item_category_matrix(col)[0]
+    for k in cfg.ks:
+        if "arp" in cfg.beyond:
+            per[f"arp@{k}"] = average_popularity(topk, pop, k)
+        if "aplt" in cfg.beyond:
+            per[f"aplt@{k}"] = long_tail_share(topk, pop, k, head_share=cfg.head_share)
+        if "novelty" in cfg.beyond:
+            per[f"novelty@{k}"] = novelty(topk, pop, train.n_users, k)
+        if "ild" in cfg.beyond and genres is not None and k > 1:
+            per[f"ild@{k}"] = intra_list_diversity(topk, genres, k)
+    per_user = pd.DataFrame(per)
+    per_user.insert(0, "user", users)
+
+    groups = _groups(test, cfg, users)
+    tidy = by_group(
+        {m: per_user[m].to_numpy() for m in per}, groups, n_boot=cfg.n_boot, ci=cfg.ci, rng=rng
+    )
+    extra = []
+    tiers = popularity_tiers(pop)
+    for k in cfg.ks:
+        extra.append(_scalar(f"coverage@{k}", item_coverage(topk, train.n_items, k)))
+        extra.append(_scalar(f"gini@{k}", exposure_gini(topk, train.n_items, k)))
+        exp = item_group_exposure(topk, tiers, list(TIER_NAMES), pop, k)
+        for row in exp.itertuples(index=False):
+            g = f"item_pop={row.item_group}"
+            extra.append(_scalar(f"exposure_share@{k}", row.exposure_share, g))
+            extra.append(_scalar(f"exposure_ratio@{k}", row.ratio, g))
+            if k == cfg.ks[0]:
+                extra.append(_scalar("interaction_share", row.interaction_share, g))
+    results = pd.concat([tidy, pd.DataFrame(extra)], ignore_index=True)
+    return Evaluation(per_user=per_user, results=results, topk=topk, users=users, scores=scores)
+
+
+def _scalar(metric: str, value: float, group: str = "all") -> dict[str, Any]:
+    return {"metric": metric, "group": group, "value": float(value), "ci_low": np.nan,
+            "ci_high": np.nan, "n": np.nan}
+
+
+def _groups(test: Dataset, cfg: EvalConfig, users: np.ndarray) -> dict[str, pd.Categorical]:
+    names = test.schema.sensitive_names if cfg.attrs is None else list(cfg.attrs)
+    out: dict[str, pd.Categorical] = {}
+    for name in [*names, *cfg.intersections]:
+        cat = test.user_groups(name)
+        out[name] = pd.Categorical.from_codes(
+            np.asarray(cat.codes)[users], categories=cat.categories, ordered=cat.ordered
+        )
+    return out
+
+
+def evaluate_model(
+    score_fn: Callable[[np.ndarray], Any],
+    train: Dataset,
+    valid: Dataset | None,
+    test: Dataset,
+    *,
+    config: EvalConfig | None = None,
+    rng: int | np.random.Generator | None = 0,
+) -> Evaluation:
+    """Rank with ``score_fn`` under the configured protocol and evaluate on ``test``.
+
+    Training items, and validation items when ``valid`` is given, are never ranked.
+    """
+    cfg = config or EvalConfig()
+    users = eval_users(test)
+    exclude = [train.csr()] + ([valid.csr()] if valid is not None else [])
+    kmax = max(cfg.ks)
+    if cfg.sampled_negatives:
+        seen = exclude[0] if len(exclude) == 1 else (exclude[0] + exclude[1])
+        topk, scores = rank_sampled(
+            score_fn, users, kmax, test.csr(), seen, cfg.sampled_negatives, rng=rng, chunk=cfg.chunk
+        )
+    else:
+        topk, scores = rank_full(score_fn, users, kmax, exclude, chunk=cfg.chunk)
+    return evaluate_topk(topk, users, train, test, config=cfg, rng=rng, scores=scores)
+
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "EvalConfig",
+    "Evaluation",
+    "eval_users",
+    "evaluate_model",
+    "evaluate_topk",
+    "rank_full",
+    "rank_sampled",
+]

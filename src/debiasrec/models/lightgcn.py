@@ -1,0 +1,139 @@
+"""LightGCN: simplified graph convolution for collaborative filtering (He et al., SIGIR 2020).
+
+With the normalised bipartite adjacency ``A_hat = D^-1/2 A D^-1/2`` and layer-0 embeddings
+``E_0`` of users and items, ``E_{l+1} = A_hat E_l`` and the final embedding is the layer mean
+``E = (E_0 + ... + E_L) / (L + 1)``. Trained with BPR on ``E``, L2 on the batch's ``E_0`` rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender, bpr_negatives
+from debiasrec.training.trainer import TrainerConfig
+
+
+def _lgcn_train_defaults() -> TrainerConfig:
+    return TrainerConfig(epochs=300, lr=5e-3, batch_size=4096, patience=10, eval_every=5)
+
+
+class LightGCNConfig(TorchModelConfig):
+    """LightGCN hyper-parameters."""
+
+    dim: int = Field(64, ge=1)
+    layers: int = Field(2, ge=0)
+    reg: float = Field(1e-4, ge=0.0)
+    train: TrainerConfig = Field(default_factory=_lgcn_train_defaults)
+
+
+class _Emb(torch.nn.Module):
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__()
+        self.user = torch.nn.Embedding(n_users, dim)
+        self.item = torch.nn.Embedding(n_items, dim)
+        torch.nn.init.xavier_normal_(self.user.weight)
+        torch.nn.init.xavier_normal_(self.item.weight)
+
+
+def normalized_adjacency(csr, n_users: int, n_items: int) -> torch.Tensor:
+    """Symmetric-normalised adjacency of the user-item bipartite graph (sparse COO tensor)."""
+    coo = csr.tocoo()
+    rows = np.concatenate([coo.row, coo.col + n_users])
+    cols = np.concatenate([coo.col + n_users, coo.row])
+    n = n_users + n_items
+    deg = np.bincount(rows, minlength=n).astype(np.float64)
+    dinv = np.zeros(n)
+    np.power(deg, -0.5, out=dinv, where=deg > 0)
+    vals = (dinv[rows] * dinv[cols]).astype(np.float32)
+    idx = torch.from_numpy(np.stack([rows, cols]).astype(np.int64))
+    adj = torch.sparse_coo_tensor(
+        idx, torch.from_numpy(vals), size=(n, n), check_invariants=False
+    )
+    return adj.coalesce()
+
+
+class LightGCN(TorchRecommender):
+    """Graph-convolutional MF with layer-mean embeddings, trained with BPR."""
+
+    name = "lightgcn"
+    Config = LightGCNConfig
+    has_embeddings = True
+
+    def _build(self, train: Dataset, gen: torch.Generator) -> None:
+        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            self.module = _Emb(train.n_users, train.n_items, cfg.dim)
+        csr = train.csr()
+        self._adj = normalized_adjacency(csr, train.n_users, train.n_items)
+        self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
+        self._pos_items = csr.indices.astype(np.int64)
+        self._pos_keys = self._pos_users * train.n_items + self._pos_items
+        self._final: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _build_empty(self) -> None:
+        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        self.module = _Emb(self.n_users_, self.n_items_, cfg.dim)
+
+    def _after_load(self) -> None:
+        self._adj = normalized_adjacency(self.train_csr_, self.n_users_, self.n_items_)
+        self._final = None
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (layer-mean) user and item embeddings."""
+        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        e = torch.cat([self.module.user.weight, self.module.item.weight])
+        acc = e
+        for _ in range(cfg.layers):
+            e = torch.sparse.mm(self._adj, e)
+            acc = acc + e
+        acc = acc / (cfg.layers + 1)
+        n_u = self.module.user.num_embeddings
+        return acc[:n_u], acc[n_u:]
+
+    def batches(
+        self, train: Dataset, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        n = len(self._pos_users)
+        perm = rng.permutation(n)
+        users, pos = self._pos_users[perm], self._pos_items[perm]
+        neg = bpr_negatives(users, train.n_items, self._pos_keys, rng)
+        u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            yield {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        self._final = None
+        users_f, items_f = self.propagate()
+        u = users_f[batch["users"]]
+        x = (u * (items_f[batch["pos"]] - items_f[batch["neg"]])).sum(1)
+        terms = {"bpr": torch.nn.functional.softplus(-x).mean()}
+        if cfg.reg > 0:
+            u0 = self.module.user(batch["users"])
+            i0 = self.module.item(torch.cat([batch["pos"], batch["neg"]]))
+            terms["reg"] = cfg.reg * 0.5 * (u0.pow(2).sum() + i0.pow(2).sum()) / len(x)
+        return terms
+
+    def _finals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._final is None or self.module.training:
+            with torch.no_grad():
+                self._final = self.propagate()
+        return self._final
+
+    def user_repr(self, users: torch.Tensor) -> torch.Tensor:
+        return self._finals()[0][users]
+
+    def score_block(self, users: np.ndarray) -> torch.Tensor:
+        uf, itf = self._finals()
+        return uf[torch.as_tensor(users, dtype=torch.long)] @ itf.T
+
+    def user_embeddings(self) -> np.ndarray:
+        self._check_fitted()
+        return self._finals()[0].numpy().copy()

@@ -1,0 +1,127 @@
+"""Mult-VAE: variational autoencoder with a multinomial likelihood (Liang et al., WWW 2018).
+
+A user's L2-normalised interaction row (with input dropout) is encoded to ``q(z|x) = N(mu, sigma)``;
+the decoder maps ``z`` to logits over all items. Loss per user:
+
+    -sum_i x_i log softmax(f(z))_i + beta * KL(q(z|x) || N(0, I))
+
+with ``beta`` annealed linearly from 0 to ``anneal_cap`` over ``total_anneal_steps`` updates.
+Scores are the decoder logits at ``z = mu``; ``mu`` is the user representation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender
+from debiasrec.training.trainer import TrainerConfig
+
+
+def _vae_train_defaults() -> TrainerConfig:
+    return TrainerConfig(epochs=300, lr=1e-3, batch_size=128, patience=10, eval_every=5)
+
+
+class MultVAEConfig(TorchModelConfig):
+    """Mult-VAE hyper-parameters."""
+
+    hidden: int = Field(600, ge=1)
+    latent: int = Field(200, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    anneal_cap: float = Field(0.2, ge=0.0)
+    total_anneal_steps: int = Field(20000, ge=1)
+    train: TrainerConfig = Field(default_factory=_vae_train_defaults)
+
+
+class _VAE(torch.nn.Module):
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(dropout)
+        self.enc = torch.nn.Linear(n_items, hidden)
+        self.enc_out = torch.nn.Linear(hidden, 2 * latent)
+        self.dec = torch.nn.Linear(latent, hidden)
+        self.dec_out = torch.nn.Linear(hidden, n_items)
+        self.latent = latent
+        for lin in (self.enc, self.enc_out, self.dec, self.dec_out):
+            torch.nn.init.xavier_normal_(lin.weight)
+            torch.nn.init.normal_(lin.bias, std=0.001)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.normalize(x, dim=1)
+        h = self.drop(h)
+        h = torch.tanh(self.enc(h))
+        out = self.enc_out(h)
+        return out[:, : self.latent], out[:, self.latent :]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec_out(torch.tanh(self.dec(z)))
+
+
+class MultVAE(TorchRecommender):
+    """Variational autoencoder over user interaction rows."""
+
+    name = "multvae"
+    Config = MultVAEConfig
+    has_embeddings = True
+
+    def _build(self, train: Dataset, gen: torch.Generator) -> None:
+        cfg: MultVAEConfig = self.config  # type: ignore[assignment]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            self.module = _VAE(train.n_items, cfg.hidden, cfg.latent, cfg.dropout)
+        self._noise_gen = gen
+        self._rows: sp.csr_matrix = train.csr()
+        self._step = 0
+
+    def _build_empty(self) -> None:
+        cfg: MultVAEConfig = self.config  # type: ignore[assignment]
+        self.module = _VAE(self.n_items_, cfg.hidden, cfg.latent, cfg.dropout)
+
+    def _after_load(self) -> None:
+        self._rows = self.train_csr_
+
+    def _dense_rows(self, users: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self._rows[users].toarray())
+
+    def batches(
+        self, train: Dataset, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        active = np.flatnonzero(np.diff(self._rows.indptr) > 0)
+        perm = rng.permutation(active)
+        for start in range(0, len(perm), batch_size):
+            yield {"users": torch.from_numpy(perm[start : start + batch_size])}
+
+    def user_repr(self, users: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior mean ``mu`` (dropout only in training mode)."""
+        if x is None:
+            x = self._dense_rows(users.numpy())
+        return self.module.encode(x)[0]
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg: MultVAEConfig = self.config  # type: ignore[assignment]
+        x = self._dense_rows(batch["users"].numpy())
+        mu, logvar = self.module.encode(x)
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn(std.shape, generator=self._noise_gen)
+        logits = self.module.decode(mu + eps * std)
+        nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1).mean()
+        beta = min(cfg.anneal_cap, self._step / cfg.total_anneal_steps)
+        self._step += 1
+        return {"nll": nll, "kl": beta * kl}
+
+    def score_block(self, users: np.ndarray) -> torch.Tensor:
+        x = self._dense_rows(np.asarray(users))
+        mu, _ = self.module.encode(x)
+        return self.module.decode(mu)
+
+    def user_embeddings(self) -> np.ndarray:
+        self._check_fitted()
+        with torch.no_grad():
+            return self.user_repr(torch.arange(self.n_users_)).numpy().copy()
