@@ -39,7 +39,7 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling)"
             lines.append(f"  {loc}: {msg}")

@@ -84,7 +84,7 @@ class Dataset:
         self.item_vocab = pd.Index(item_vocab, name="item_id")
         for kind, vocab in (("user", self.user_vocab), ("item", self.item_vocab)):
             if not vocab.is_unique:
-                dup = vocab[vocab.duplicated()][0]
+                dup = _show(vocab[vocab.duplicated()][0])
                 raise DataError(f"{kind} vocabulary lists {kind} id {dup!r} more than once")
         if n and (self.users.min() < 0 or self.users.max() >= len(self.user_vocab)):
             raise DataError("user codes out of range of the user vocabulary")
@@ -153,7 +153,9 @@ class Dataset:
             if table is None:
                 return pd.Index(pd.unique(seen)).sort_values(), None
             if col not in table.columns:
-                raise DataError(f"{kind} table has no column {col!r}; columns: {list(table.columns)}")
+                raise DataError(
+                    f"{kind} table has no column {col!r}; columns: {list(table.columns)}"
+                )
             missing = table[col].isna()
             if missing.any():
                 raise DataError(
@@ -163,7 +165,7 @@ class Dataset:
             dup = table[col].duplicated()
             if dup.any():
                 raise DataError(
-                    f"{kind} table lists {kind} id {table[col][dup].iloc[0]!r} more than once"
+                    f"{kind} table lists {kind} id {_show(table[col][dup].iloc[0])!r} more than once"
                 )
             return pd.Index(table[col]), table.drop(columns=[col])
 
@@ -173,12 +175,12 @@ class Dataset:
         icodes = _codes(item_vocab, i_raw)
         if (ucodes < 0).any():
             raise DataError(
-                f"interactions name user {u_raw[ucodes < 0].iloc[0]!r} absent from the user "
+                f"interactions name user {_show(u_raw[ucodes < 0].iloc[0])!r} absent from the user "
                 "table; run purify() (it drops and counts such rows)"
             )
         if (icodes < 0).any():
             raise DataError(
-                f"interactions name item {i_raw[icodes < 0].iloc[0]!r} absent from the item "
+                f"interactions name item {_show(i_raw[icodes < 0].iloc[0])!r} absent from the item "
                 "table; run purify() (it drops and counts such rows)"
             )
         ratings = (
@@ -277,7 +279,9 @@ class Dataset:
             else:
                 raise DataError(f"csr values must be 'ones' or 'rating', got {values!r}")
             m = sp.csr_matrix(
-                (data, (self.users, self.items)), shape=(self.n_users, self.n_items), dtype=np.float32
+                (data, (self.users, self.items)),
+                shape=(self.n_users, self.n_items),
+                dtype=np.float32,
             )
             m.sum_duplicates()
             if values == "ones":
@@ -317,7 +321,9 @@ class Dataset:
             order = [""]
             for c in cats:
                 order = [
-                    f"{o}{INTERSECTION_SEP}{v}" if o else str(v) for o in order for v in c.categories
+                    f"{o}{INTERSECTION_SEP}{v}" if o else str(v)
+                    for o in order
+                    for v in c.categories
                 ]
             out = pd.Categorical(joined, categories=order, ordered=False)
         self._cache[key] = out
@@ -335,7 +341,9 @@ class Dataset:
             cats = sorted({c for lst in lists for c in lst})
             pos = {c: j for j, c in enumerate(cats)}
             rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
-            cols = np.fromiter((pos[c] for lst in lists for c in lst), dtype=np.int64, count=len(rows))
+            cols = np.fromiter(
+                (pos[c] for lst in lists for c in lst), dtype=np.int64, count=len(rows)
+            )
             m = sp.csr_matrix(
                 (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(lists), len(cats))
             )
@@ -403,6 +411,11 @@ class Dataset:
         return self._cache["fingerprint"]
 
 
+def _show(value: Any) -> Any:
+    """A NumPy scalar as the plain Python value, so messages read ``99``, not ``np.int64(99)``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _hash_values(values: pd.Series) -> bytes:
     """Bytes of a row-wise hash of ``values`` (order-sensitive)."""
     return pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes()
@@ -430,4 +443,3 @@ def _codes(vocab: pd.Index, values: pd.Series) -> np.ndarray:
     if (codes < 0).any() and vocab.dtype != values.dtype:
         codes = pd.Index(vocab.astype(str)).get_indexer(values.astype(str))
     return codes.astype(np.int64)
-

