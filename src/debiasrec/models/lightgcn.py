@@ -51,9 +51,7 @@ def normalized_adjacency(csr, n_users: int, n_items: int) -> torch.Tensor:
     np.power(deg, -0.5, out=dinv, where=deg > 0)
     vals = (dinv[rows] * dinv[cols]).astype(np.float32)
     idx = torch.from_numpy(np.stack([rows, cols]).astype(np.int64))
-    adj = torch.sparse_coo_tensor(
-        idx, torch.from_numpy(vals), size=(n, n), check_invariants=False
-    )
+    adj = torch.sparse_coo_tensor(idx, torch.from_numpy(vals), size=(n, n), check_invariants=False)
     return adj.coalesce()
 
 
@@ -78,7 +76,14 @@ class LightGCN(TorchRecommender):
 
     def _build_empty(self) -> None:
         cfg: LightGCNConfig = self.config  # type: ignore[assignment]
-        self.module = _Emb(self.n_users_, self.n_items_, cfg.dim)
+        with torch.random.fork_rng(devices=[]):  # the init is overwritten by load: leave no trace
+            self.module = _Emb(self.n_users_, self.n_items_, cfg.dim)
+
+    def _after_fit(self, train: Dataset) -> None:
+        # The Trainer restores the best epoch's weights after the last validation pass, which
+        # cached the final embeddings of the *last* epoch: drop them so scores use the restored
+        # weights.
+        self._final = None
 
     def _after_load(self) -> None:
         self._adj = normalized_adjacency(self.train_csr_, self.n_users_, self.n_items_)
@@ -128,6 +133,13 @@ class LightGCN(TorchRecommender):
         return self._final
 
     def user_repr(self, users: torch.Tensor) -> torch.Tensor:
+        """Final (layer-mean) user embeddings: what adversaries and probes see.
+
+        While training (with gradients enabled) they are propagated afresh and differentiable, so
+        a Strategy's loss on them reaches the model's parameters; otherwise the cached ones.
+        """
+        if self.module.training and torch.is_grad_enabled():
+            return self.propagate()[0][users]
         return self._finals()[0][users]
 
     def score_block(self, users: np.ndarray) -> torch.Tensor:

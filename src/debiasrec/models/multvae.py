@@ -42,7 +42,7 @@ class MultVAEConfig(TorchModelConfig):
 class _VAE(torch.nn.Module):
     def __init__(self, n_items: int, hidden: int, latent: int, dropout: float) -> None:
         super().__init__()
-        self.drop = torch.nn.Dropout(dropout)
+        self.dropout = dropout
         self.enc = torch.nn.Linear(n_items, hidden)
         self.enc_out = torch.nn.Linear(hidden, 2 * latent)
         self.dec = torch.nn.Linear(latent, hidden)
@@ -52,9 +52,15 @@ class _VAE(torch.nn.Module):
             torch.nn.init.xavier_normal_(lin.weight)
             torch.nn.init.normal_(lin.bias, std=0.001)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance; input dropout (in training mode) draws from
+        ``generator`` so that training is reproducible without touching global RNG state."""
         h = F.normalize(x, dim=1)
-        h = self.drop(h)
+        if self.training and self.dropout > 0:
+            keep = torch.rand(h.shape, generator=generator) >= self.dropout
+            h = h * keep / (1.0 - self.dropout)
         h = torch.tanh(self.enc(h))
         out = self.enc_out(h)
         return out[:, : self.latent], out[:, self.latent :]
@@ -69,6 +75,7 @@ class MultVAE(TorchRecommender):
     name = "multvae"
     Config = MultVAEConfig
     has_embeddings = True
+    _noise_gen: torch.Generator | None = None  # drives dropout and the reparameterisation noise
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         cfg: MultVAEConfig = self.config  # type: ignore[assignment]
@@ -81,7 +88,9 @@ class MultVAE(TorchRecommender):
 
     def _build_empty(self) -> None:
         cfg: MultVAEConfig = self.config  # type: ignore[assignment]
-        self.module = _VAE(self.n_items_, cfg.hidden, cfg.latent, cfg.dropout)
+        with torch.random.fork_rng(devices=[]):  # the init is overwritten by load: leave no trace
+            self.module = _VAE(self.n_items_, cfg.hidden, cfg.latent, cfg.dropout)
+        self._noise_gen = None
 
     def _after_load(self) -> None:
         self._rows = self.train_csr_
@@ -101,12 +110,12 @@ class MultVAE(TorchRecommender):
         """Posterior mean ``mu`` (dropout only in training mode)."""
         if x is None:
             x = self._dense_rows(users.numpy())
-        return self.module.encode(x)[0]
+        return self.module.encode(x, self._noise_gen)[0]
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg: MultVAEConfig = self.config  # type: ignore[assignment]
         x = self._dense_rows(batch["users"].numpy())
-        mu, logvar = self.module.encode(x)
+        mu, logvar = self.module.encode(x, self._noise_gen)
         std = torch.exp(0.5 * logvar)
         eps = torch.randn(std.shape, generator=self._noise_gen)
         logits = self.module.decode(mu + eps * std)

@@ -10,6 +10,7 @@ import torch
 from pydantic import Field, field_validator
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.errors import DataError
 from debiasrec.models.base import ModelConfig, Recommender
 from debiasrec.random import np_rng, torch_generator
 from debiasrec.training.trainer import Strategy, Trainer, TrainerConfig, TrainHistory
@@ -103,18 +104,36 @@ def bpr_negatives(
     """One uniformly drawn negative item per ``users[r]``, never one of the user's positives.
 
     ``pos_keys`` are the sorted ``user * n_items + item`` keys of the training positives.
-    Rejected draws are redrawn (vectorised) until none is a positive.
+    Rejected draws are redrawn (vectorised) a few times; the rare rows still rejected after that
+    (users who interacted with nearly every item) draw exactly from their complement.
+
+    Raises:
+        DataError: a user interacted with every item, so no negative exists.
     """
     neg = rng.integers(0, n_items, size=len(users))
-    u64 = users.astype(np.int64)
+    if len(pos_keys) == 0 or len(users) == 0:
+        return neg
+    u64 = np.asarray(users, dtype=np.int64)
     todo = np.arange(len(users))
     for _ in range(100):
         keys = u64[todo] * n_items + neg[todo]
         pos = np.searchsorted(pos_keys, keys)
         pos[pos >= len(pos_keys)] = len(pos_keys) - 1
         hit = pos_keys[pos] == keys
-        if not hit.any():
-            break
         todo = todo[hit]
+        if len(todo) == 0:
+            return neg
         neg[todo] = rng.integers(0, n_items, size=len(todo))
+    # Rows still rejected after 100 rounds belong to users with (almost) every item as a
+    # positive; redraw them from the exact complement of their positives.
+    for u in np.unique(u64[todo]):
+        lo, hi = np.searchsorted(pos_keys, [u * n_items, (u + 1) * n_items])
+        free = np.setdiff1d(np.arange(n_items), pos_keys[lo:hi] - u * n_items)
+        if len(free) == 0:
+            raise DataError(
+                f"user code {int(u)} interacted with all {n_items} items, so no negative item "
+                "exists for pairwise (BPR) training; drop such users before fitting"
+            )
+        rows = todo[u64[todo] == u]
+        neg[rows] = free[rng.integers(0, len(free), size=len(rows))]
     return neg

@@ -14,19 +14,34 @@ def _fmt(v: float, lo: float, hi: float) -> str:
     return f"{v:.4f}"
 
 
+def default_k(results: pd.DataFrame) -> int:
+    """The cut-off shown by default: 10 when evaluated, else the smallest evaluated K."""
+    found = results["metric"].astype(str).str.extract(r"^(?:ndcg|recall)@(\d+)$")[0].dropna()
+    ks = sorted({int(k) for k in found})
+    return 10 if not ks or 10 in ks else ks[0]
+
+
 def summary_table(
     results: pd.DataFrame,
-    metrics: tuple[str, ...] = ("ndcg@10", "recall@10"),
+    metrics: tuple[str, ...] | None = None,
     attrs: tuple[str, ...] | None = None,
-    extra: tuple[str, ...] = ("coverage@10", "gini@10"),
+    extra: tuple[str, ...] | None = None,
     *,
     with_ci: bool = True,
 ) -> pd.DataFrame:
     """One row per method: each metric overall and per group of ``attrs`` (mean over seeds),
     with the 95% bootstrap CI of the first seed when there is one seed, ``gap_`` columns, and
     catalog-level ``extra`` metrics.
+
+    ``metrics`` defaults to ``ndcg@K, recall@K`` and ``extra`` to ``coverage@K, gini@K`` with
+    ``K = default_k(results)`` (10, or the smallest evaluated cut-off when 10 was not evaluated).
     """
     res = results
+    k = default_k(res)
+    if metrics is None:
+        metrics = (f"ndcg@{k}", f"recall@{k}")
+    if extra is None:
+        extra = (f"coverage@{k}", f"gini@{k}")
     if attrs is None:
         gaps = res[res.metric.str.startswith("gap_")]["group"].unique().tolist()
         attrs = tuple(g for g in gaps if "&" not in g)
@@ -36,9 +51,11 @@ def summary_table(
         row: dict[str, str] = {"method": str(method), "seeds": str(n_seeds)}
         agg = sub.groupby(["metric", "group"], sort=False)[["value", "ci_low", "ci_high"]].mean()
         for m in metrics:
-            groups = ["all"] + [
-                g for g in agg.loc[m].index if any(g.startswith(f"{a}=") for a in attrs)
-            ] if m in agg.index.get_level_values(0) else []
+            groups = (
+                ["all"] + [g for g in agg.loc[m].index if any(g.startswith(f"{a}=") for a in attrs)]
+                if m in agg.index.get_level_values(0)
+                else []
+            )
             for g in groups:
                 v, lo, hi = agg.loc[(m, g)]
                 col = m if g == "all" else f"{m} {g}"
@@ -53,6 +70,9 @@ def summary_table(
         for m in extra:
             if (m, "all") in agg.index:
                 row[m] = f"{agg.loc[(m, 'all')]['value']:.4f}"
+            for tier in ("head", "tail"):
+                if (m, f"item_pop={tier}") in agg.index:
+                    row[f"{m} item_pop={tier}"] = f"{agg.loc[(m, f'item_pop={tier}')]['value']:.4f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -69,6 +89,14 @@ def to_markdown(df: pd.DataFrame) -> str:
 def to_text(df: pd.DataFrame, *, transpose: bool = True) -> str:
     """Plain-text table for the terminal (methods as columns when ``transpose``)."""
     t = df.set_index("method").T if transpose else df
-    with pd.option_context("display.max_rows", 500, "display.max_columns", 50,
-                           "display.width", 200, "display.max_colwidth", 40):
+    with pd.option_context(
+        "display.max_rows",
+        500,
+        "display.max_columns",
+        50,
+        "display.width",
+        200,
+        "display.max_colwidth",
+        40,
+    ):
         return t.to_string()

@@ -28,7 +28,6 @@ from debiasrec.errors import ConfigError
 from debiasrec.metrics.topk import full_ranking_topk
 from debiasrec.random import np_rng
 
-
 _TORCH_VERSION = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
 
 
@@ -182,6 +181,7 @@ class Trainer:
         t0 = time.perf_counter()
         use_valid = valid is not None and valid.n_interactions > 0
         epochs = range(cfg.epochs)
+        produced: set[str] = set()  # names of the loss terms seen (to check loss_weights)
         bar = None
         if cfg.progress:
             from tqdm.auto import tqdm
@@ -194,7 +194,15 @@ class Trainer:
             for batch in model.batches(train, cfg.batch_size, gen):
                 terms = dict(model.loss_terms(batch))
                 for s in self.strategies:
-                    terms.update(s.loss_terms(model, batch, epoch))
+                    extra = s.loss_terms(model, batch, epoch)
+                    clash = sorted(set(extra) & set(terms))
+                    if clash:  # update() would silently drop the earlier term
+                        raise ConfigError(
+                            f"strategy {s.name!r} returns loss term(s) {clash} that another "
+                            "part of the model already returns; give its terms unique names"
+                        )
+                    terms.update(extra)
+                produced.update(terms)
                 total = sum(cfg.loss_weights.get(k, 1.0) * v for k, v in terms.items())
                 opt.zero_grad(set_to_none=True)
                 total.backward()  # type: ignore[union-attr]
@@ -239,6 +247,13 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+        unused = sorted(set(cfg.loss_weights) - produced)
+        if unused and produced:
+            warnings.warn(
+                f"train.loss_weights names {unused}, but no loss term has that name (a typo?); "
+                f"the terms were {sorted(produced)}",
+                stacklevel=2,
+            )
         if best_state is not None:
             _restore(model, self.strategies, best_state)
         elif hist.epochs:

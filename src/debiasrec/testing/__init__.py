@@ -1,0 +1,18 @@
+"""Test helpers shipped with debiasrec: contract tests any recommender can reuse.
+
+A new model is checked against the :class:`~debiasrec.models.base.Recommender` contract with::
+
+    from debiasrec.testing import RecommenderContract
+
+    class TestMyModel(RecommenderContract):
+        component = MyModel
+        params = {"dim": 8, "train": {"epochs": 2}}
+
+Needs ``pytest`` (``pip install 'debiasrec[dev]'``).
+"""
+
+from __future__ import annotations
+
+from debiasrec.testing.contracts import RecommenderContract
+
+__all__ = ["RecommenderContract"]
