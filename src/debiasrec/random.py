@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-SeedLike = "int | np.random.Generator | None"
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def np_rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
@@ -20,8 +22,10 @@ def derive_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
 
-def torch_generator(seed: int | np.random.Generator | None = None) -> torch.Generator:
+def torch_generator(seed: int | np.random.Generator | None = None) -> "torch.Generator":
     """Return a CPU ``torch.Generator`` seeded from ``seed`` (an int or a NumPy generator)."""
+    import torch
+
     gen = torch.Generator(device="cpu")
     if seed is None:
         gen.seed()

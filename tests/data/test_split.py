@@ -370,3 +370,25 @@ def test_split_save_writes_parquet_with_original_ids(tmp_path: Path) -> None:
     saved = pd.concat(frames.values()).sort_values(key).reset_index(drop=True)
     original = ds.interactions_frame().sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(saved, original, check_dtype=False)
+
+
+def test_split_from_frames_round_trip_and_errors():
+    import pandas as pd
+
+    from debiasrec.data.split import split_from_frames
+    from debiasrec.data.synthetic import SyntheticConfig, generate
+
+    ds, _ = generate(SyntheticConfig(n_users=30, n_items=40, mean_interactions=10), rng=3)
+    sp = random_split(ds, rng=5)
+    frames = [p.interactions_frame() for p in sp]
+    again = split_from_frames(ds, *frames)
+    for a, b in zip(sp, again, strict=True):
+        assert sorted(zip(a.users, a.items)) == sorted(zip(b.users, b.items))
+    with pytest.raises(DataError, match="in no part"):
+        split_from_frames(ds, frames[0], frames[1], frames[2].iloc[1:])
+    with pytest.raises(DataError, match="already in another part"):
+        split_from_frames(ds, frames[0], frames[1], pd.concat([frames[2], frames[0].iloc[:1]]))
+    bad = frames[2].copy()
+    bad.loc[bad.index[0], "user_id"] = 10_000
+    with pytest.raises(DataError, match="not in dataset"):
+        split_from_frames(ds, frames[0], frames[1], bad)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
@@ -123,6 +124,59 @@ def temporal_split(ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 
     part[order[cut1:cut2]] = 1
     part[order[cut2:]] = 2
     return _split_by_part(ds, part)
+
+
+def split_from_frames(
+    ds: Dataset, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
+) -> Split:
+    """A split given as three tables of original ``user_id, item_id`` pairs (e.g. another tool's).
+
+    Every interaction of ``ds`` must be in exactly one part and every listed pair must be an
+    interaction of ``ds``.
+
+    Raises:
+        DataError: a pair listed twice, in no part, or not in the dataset.
+    """
+    keys = ds.users.astype(np.int64) * ds.n_items + ds.items
+    part = np.full(ds.n_interactions, -1, dtype=np.int8)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    for label, frame in enumerate((train, valid, test)):
+        name = ("train", "valid", "test")[label]
+        for col in ("user_id", "item_id"):
+            if col not in frame.columns:
+                raise DataError(f"{name} split has no column {col!r}; columns: {list(frame.columns)}")
+        u = _lookup(ds.user_vocab, frame["user_id"])
+        i = _lookup(ds.item_vocab, frame["item_id"])
+        bad = (u < 0) | (i < 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{name} split row {row}: pair ({frame['user_id'].iloc[row]!r}, "
+                f"{frame['item_id'].iloc[row]!r}) is not in dataset {ds.name!r}"
+            )
+        k = u * ds.n_items + i
+        pos = np.searchsorted(sorted_keys, k)
+        found = (pos < len(sorted_keys)) & (sorted_keys[np.minimum(pos, len(keys) - 1)] == k)
+        if not found.all():
+            row = int(np.flatnonzero(~found)[0])
+            raise DataError(f"{name} split row {row}: pair is not an interaction of {ds.name!r}")
+        idx = order[pos]
+        if (part[idx] >= 0).any():
+            row = int(np.flatnonzero(part[idx] >= 0)[0])
+            raise DataError(f"{name} split row {row}: pair is already in another part")
+        part[idx] = label
+    if (part < 0).any():
+        n = int((part < 0).sum())
+        raise DataError(f"{n} interactions of {ds.name!r} are in no part of the given split")
+    return _split_by_part(ds, part)
+
+
+def _lookup(vocab: pd.Index, values: pd.Series) -> np.ndarray:
+    codes = vocab.get_indexer(values)
+    if (codes < 0).any():
+        codes = pd.Index(vocab.astype(str)).get_indexer(values.astype(str))
+    return codes.astype(np.int64)
 
 
 def make_split(
