@@ -31,6 +31,16 @@ from debiasrec.metrics.fairness import (
     item_group_exposure,
     paired_test,
 )
+from debiasrec.metrics.leakage import (
+    LEAKAGE_COLUMNS,
+    auc,
+    balanced_accuracy,
+    leakage,
+    leakage_frame,
+    macro_auc,
+    probe_recs,
+    recs_representation,
+)
 from debiasrec.metrics.ranking import (
     RANKING_METRICS,
     hit_matrix,
@@ -38,9 +48,20 @@ from debiasrec.metrics.ranking import (
     ranking_metrics,
     rating_metrics,
 )
+from debiasrec.metrics.yao import YAO_METRICS, yao_unfairness
 
 __all__ = [
     "BY_GROUP_COLUMNS",
+    "LEAKAGE_COLUMNS",
+    "YAO_METRICS",
+    "auc",
+    "balanced_accuracy",
+    "leakage",
+    "leakage_frame",
+    "macro_auc",
+    "probe_recs",
+    "recs_representation",
+    "yao_unfairness",
     "HEAD",
     "MID",
     "RANKING_METRICS",

@@ -117,7 +117,7 @@ class LightGCN(TorchRecommender):
         cfg: LightGCNConfig = self.config  # type: ignore[assignment]
         self._final = None
         users_f, items_f = self.propagate()
-        u = users_f[batch["users"]]
+        u = self.filter_user(users_f[batch["users"]])
         x = (u * (items_f[batch["pos"]] - items_f[batch["neg"]])).sum(1)
         terms = {"bpr": torch.nn.functional.softplus(-x).mean()}
         if cfg.reg > 0:
@@ -139,13 +139,19 @@ class LightGCN(TorchRecommender):
         a Strategy's loss on them reaches the model's parameters; otherwise the cached ones.
         """
         if self.module.training and torch.is_grad_enabled():
-            return self.propagate()[0][users]
-        return self._finals()[0][users]
+            return self.filter_user(self.propagate()[0][users])
+        return self.filter_user(self._finals()[0][users])
+
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores of ``(users[r], items[r])`` pairs (propagates afresh)."""
+        users_f, items_f = self.propagate()
+        return (self.filter_user(users_f[users]) * items_f[items]).sum(1)
 
     def score_block(self, users: np.ndarray) -> torch.Tensor:
         uf, itf = self._finals()
-        return uf[torch.as_tensor(users, dtype=torch.long)] @ itf.T
+        return self.filter_user(uf[torch.as_tensor(users, dtype=torch.long)]) @ itf.T
 
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()
-        return self._finals()[0].numpy().copy()
+        with torch.no_grad():
+            return self.filter_user(self._finals()[0]).numpy().copy()

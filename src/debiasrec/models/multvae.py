@@ -107,10 +107,10 @@ class MultVAE(TorchRecommender):
             yield {"users": torch.from_numpy(perm[start : start + batch_size])}
 
     def user_repr(self, users: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """Posterior mean ``mu`` (dropout only in training mode)."""
+        """Posterior mean ``mu`` (dropout only in training mode), through the user filter if any."""
         if x is None:
             x = self._dense_rows(users.numpy())
-        return self.module.encode(x, self._noise_gen)[0]
+        return self.filter_user(self.module.encode(x, self._noise_gen)[0])
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg: MultVAEConfig = self.config  # type: ignore[assignment]
@@ -118,7 +118,8 @@ class MultVAE(TorchRecommender):
         mu, logvar = self.module.encode(x, self._noise_gen)
         std = torch.exp(0.5 * logvar)
         eps = torch.randn(std.shape, generator=self._noise_gen)
-        logits = self.module.decode(mu + eps * std)
+        # An installed user filter sits between the sampled code and the decoder.
+        logits = self.module.decode(self.filter_user(mu + eps * std))
         nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1).mean()
         beta = min(cfg.anneal_cap, self._step / cfg.total_anneal_steps)
@@ -128,7 +129,13 @@ class MultVAE(TorchRecommender):
     def score_block(self, users: np.ndarray) -> torch.Tensor:
         x = self._dense_rows(np.asarray(users))
         mu, _ = self.module.encode(x)
-        return self.module.decode(mu)
+        return self.module.decode(self.filter_user(mu))
+
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Differentiable decoder logits of ``(users[r], items[r])`` pairs (at ``z = mu``)."""
+        uniq, inv = torch.unique(users, return_inverse=True)
+        logits = self.module.decode(self.user_repr(uniq))
+        return logits[inv, items]
 
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()

@@ -36,8 +36,12 @@ class TorchRecommender(Recommender):
     """A recommender whose parameters live in ``self.module`` (an ``nn.Module``).
 
     Subclasses implement ``_build(train, gen)`` (create ``self.module``), ``batches``,
-    ``loss_terms`` and ``score_block``.
+    ``loss_terms`` and ``score_block``, and pass their user representation through
+    :meth:`filter_user` (a no-op unless a user filter is installed with :meth:`set_user_filter`).
     """
+
+    #: Name of the optional user-representation filter submodule inside ``self.module``.
+    FILTER_ATTR = "user_filter"
 
     module: torch.nn.Module
 
@@ -82,11 +86,41 @@ class TorchRecommender(Recommender):
         with torch.no_grad():
             return self.score_block(users)
 
+    # ------------------------------------------------------------------ user filter hook
+    def set_user_filter(self, filt: torch.nn.Module | None) -> None:
+        """Install (or with ``None`` remove) a module applied to the user representation.
+
+        It is registered as ``self.module.user_filter``, so its parameters are trained by the
+        main optimizer and saved with the model (see :mod:`debiasrec.models.filters`).
+        """
+        if filt is None:
+            if hasattr(self.module, self.FILTER_ATTR):
+                delattr(self.module, self.FILTER_ATTR)
+            return
+        self.module.add_module(self.FILTER_ATTR, filt)
+
+    @property
+    def user_filter(self) -> torch.nn.Module | None:
+        """The installed user filter, or ``None``."""
+        module = getattr(self, "module", None)
+        return getattr(module, self.FILTER_ATTR, None) if module is not None else None
+
+    def filter_user(self, u: torch.Tensor) -> torch.Tensor:
+        """Apply the installed user filter (identity without one)."""
+        filt = self.user_filter
+        return u if filt is None else filt(u)
+
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self._build_empty()
+        prefix = self.FILTER_ATTR + "."
+        if any(k.startswith(prefix) for k in state):
+            from debiasrec.models.filters import CompositionalFilter
+
+            tensors = {k: torch.from_numpy(v) for k, v in state.items()}
+            self.set_user_filter(CompositionalFilter.from_state_dict(tensors, prefix))
         self.module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
         self.module.eval()
         self._after_load()

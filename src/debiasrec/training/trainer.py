@@ -6,7 +6,10 @@ adds named loss terms, its own modules and parameter groups, and hooks around ea
 is no trainer subclass per model and no forked trainer per method.
 
 Early stopping watches a validation ranking metric (default NDCG@10, full ranking with training
-items masked); the best weights are restored at the end.
+items masked); the best weights are restored at the end. With ``TrainerConfig.select_constraint``
+(upper bounds on other validation numbers, e.g. a strategy's ``leak_auc_gender``) the selected
+epoch is the best one *among the epochs meeting every bound*; if none does, the epoch with the
+smallest violation, and ``TrainHistory.selection`` says so (see :func:`selection_key`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class TrainerConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    lr_decay: float = Field(1.0, gt=0, le=1, description="multiply lr by this after every epoch")
     batch_size: int = Field(2048, ge=1)
     patience: int = Field(10, ge=0, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
@@ -47,6 +51,45 @@ class TrainerConfig(BaseModel):
     max_seconds: float | None = Field(None, gt=0, description="wall-clock training budget")
     progress: bool = False
     loss_weights: dict[str, float] = Field(default_factory=dict)
+    select_constraint: dict[str, float] = Field(
+        default_factory=dict,
+        description="upper bounds on validation numbers (row keys, e.g. 'leak_auc_gender': 0.55) "
+        "that an epoch must meet to be selected; see selection_key",
+    )
+
+
+def selection_key(
+    row: dict[str, float], metric_key: str, constraints: dict[str, float]
+) -> tuple[int, float]:
+    """Sort key of a validated epoch for model selection (larger is better).
+
+    Rule: an epoch meeting every bound ``row[name] <= bound`` of ``constraints`` ranks above
+    every epoch that does not; feasible epochs rank by ``row[metric_key]`` (higher is better);
+    infeasible ones by their worst violation ``max(row[name] - bound)`` (lower is better). So the
+    selected epoch is "best metric subject to the constraints, else the least-violating epoch".
+    A NaN constrained value counts as an infinite violation; a NaN metric as minus infinity.
+
+    Raises:
+        ConfigError: a constraint names a key that the row does not have.
+    """
+    missing = sorted(set(constraints) - set(row))
+    if missing:
+        have = sorted(k for k in row if not k.startswith("loss_"))
+        raise ConfigError(
+            f"select_constraint names {missing}, but the validation row has no such value; "
+            f"available: {have} (a strategy's validation_metrics provides them)"
+        )
+    value = row.get(metric_key, float("nan"))
+    value = value if math.isfinite(value) else -math.inf
+    if not constraints:
+        return 1, value
+    worst = -math.inf
+    for name, bound in constraints.items():
+        v = row[name]
+        worst = max(worst, v - bound if math.isfinite(v) else math.inf)
+    if worst <= 0:
+        return 1, value
+    return 0, -worst
 
 
 class Trainable(Protocol):
@@ -87,6 +130,9 @@ class Strategy:
         """Named loss terms added to the model's (weighted by ``TrainerConfig.loss_weights``)."""
         return {}
 
+    def before_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
+        """Called before the model's loss of each batch (e.g. to pick the active filters)."""
+
     def after_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
         """Called after each optimizer step (e.g. an adversary's own update)."""
 
@@ -97,13 +143,19 @@ class Strategy:
 
 @dataclass
 class TrainHistory:
-    """Per-epoch losses and validation metrics; the epoch whose weights were kept."""
+    """Per-epoch losses and validation metrics; the epoch whose weights were kept.
+
+    ``selection`` says how that epoch was chosen: ``"metric"`` (best validation metric),
+    ``"constrained"`` (best metric among epochs meeting ``select_constraint``), ``"fallback: ..."``
+    (no epoch met the constraints: the least-violating one) or ``"last"`` (no validation).
+    """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_value: float = float("nan")
     stopped_early: bool = False
     seconds: float = 0.0
+    selection: str = "last"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +164,7 @@ class TrainHistory:
             "best_value": self.best_value,
             "stopped_early": self.stopped_early,
             "seconds": self.seconds,
+            "selection": self.selection,
         }
 
 
@@ -175,8 +228,15 @@ class Trainer:
         for s in self.strategies:
             groups.extend(s.param_groups())
         opt = _optimizer(cfg, groups)
+        sched = (
+            torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+            if cfg.lr_decay < 1.0
+            else None
+        )
         hist = TrainHistory()
         best_state: dict[str, Any] | None = None
+        best_key: tuple[int, float] | None = None
+        metric_key = f"valid_{cfg.metric}"
         bad = 0
         t0 = time.perf_counter()
         use_valid = valid is not None and valid.n_interactions > 0
@@ -192,6 +252,8 @@ class Trainer:
             sums: dict[str, float] = {}
             n_batches = 0
             for batch in model.batches(train, cfg.batch_size, gen):
+                for s in self.strategies:
+                    s.before_step(model, batch, epoch)
                 terms = dict(model.loss_terms(batch))
                 for s in self.strategies:
                     extra = s.loss_terms(model, batch, epoch)
@@ -212,6 +274,8 @@ class Trainer:
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n_batches += 1
+            if sched is not None:
+                sched.step()
             row = {"epoch": float(epoch)}
             row.update({f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()})
             if not all(math.isfinite(v) for v in row.values()):
@@ -222,10 +286,12 @@ class Trainer:
                 assert valid is not None
                 model.module.eval()
                 value = validation_score(model.score_block, train, valid, cfg.metric)
-                row[f"valid_{cfg.metric}"] = value
+                row[metric_key] = value
                 for s in self.strategies:
                     row.update(s.validation_metrics(model, np.arange(valid.n_users)))
-                if best_state is None or value > hist.best_value:
+                key = selection_key(row, metric_key, cfg.select_constraint)
+                if best_key is None or key > best_key:
+                    best_key = key
                     hist.best_value, hist.best_epoch = value, epoch
                     best_state = _snapshot(model, self.strategies)
                     bad = 0
@@ -256,6 +322,18 @@ class Trainer:
             )
         if best_state is not None:
             _restore(model, self.strategies, best_state)
+            assert best_key is not None
+            if not cfg.select_constraint:
+                hist.selection = "metric"
+            elif best_key[0] == 1:
+                hist.selection = "constrained"
+            else:
+                bounds = ", ".join(f"{k} <= {v:g}" for k, v in cfg.select_constraint.items())
+                hist.selection = (
+                    f"fallback: no validated epoch met {bounds}; kept the least-violating epoch "
+                    f"{hist.best_epoch} (worst excess {-best_key[1]:.4f})"
+                )
+                warnings.warn(f"model selection {hist.selection}", stacklevel=2)
         elif hist.epochs:
             hist.best_epoch = int(hist.epochs[-1]["epoch"])
         model.module.eval()

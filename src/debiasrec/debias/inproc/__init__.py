@@ -1,1 +1,19 @@
-"""debiasrec.debias.inproc."""
+"""debiasrec.debias.inproc: in-processing debiasing as Strategies for the one Trainer."""
+
+from debiasrec.debias.inproc.adversarial import Adversarial, AdversarialConfig, grad_reverse
+from debiasrec.debias.inproc.regularizers import (
+    FOCF_KINDS,
+    FOCFRegularizer,
+    UtilityGapPenalty,
+    focf_unfairness,
+)
+
+__all__ = [
+    "FOCF_KINDS",
+    "Adversarial",
+    "AdversarialConfig",
+    "FOCFRegularizer",
+    "UtilityGapPenalty",
+    "focf_unfairness",
+    "grad_reverse",
+]

@@ -1,0 +1,212 @@
+"""Fairness regularizers (Strategies for the one Trainer), for comparison with adversaries.
+
+:class:`FOCFRegularizer` -- the fairness objectives of Yao & Huang, "Beyond Parity: Fairness
+Objectives for Collaborative Filtering" (NeurIPS 2017): value, absolute, under(estimation),
+over(estimation) and non-parity unfairness between a disadvantaged user group ``g`` and the rest
+(formulas in :mod:`debiasrec.metrics.yao`), added to the loss as ``weight * U``. Yao & Huang
+train a rating model on observed ratings with the *smoothed* (squared) terms; for
+implicit-feedback ranking models we adapt this as follows (as RecBole-FairRec does for FOCF on
+0/1 data): the predictions are ``sigmoid(score)`` of the batch's pairs -- each positive
+``(u, i)`` with target 1 and its sampled negative ``(u, j)`` with target 0 -- and the per-item
+expectations are taken over the pairs of the batch in which the item occurs for both groups.
+``smooth=True`` (default) uses squares instead of absolute values (differentiable at 0).
+
+:class:`UtilityGapPenalty` -- a differentiable user-group utility gap: the BPR log-likelihood
+``log sigmoid(s_ui - s_uj)`` of each batch pair, averaged per group of the pair's user, and the
+mean squared difference of group means over all pairs of groups (for a binary attribute
+``(m_a - m_b)^2``). It pushes the groups' training utility together, a smooth surrogate of the
+group gap in ranking accuracy (cf. Li et al., "User-oriented Fairness in Recommendation",
+WWW 2021, which constrains the NDCG gap by re-ranking instead).
+
+Both need ``model.pair_scores(users, items)`` (BPR, LightGCN, MultVAE) and batches with
+``users``, ``pos`` and ``neg`` (BPR, LightGCN).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError
+from debiasrec.training.trainer import Strategy, Trainable
+
+FOCF_KINDS: tuple[str, ...] = ("value", "absolute", "under", "over", "non_parity")
+
+
+def focf_unfairness(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    items: torch.Tensor,
+    disadvantaged: torch.Tensor,
+    n_items: int,
+    kind: str,
+    *,
+    smooth: bool = True,
+) -> torch.Tensor:
+    """Differentiable Yao & Huang unfairness of aligned pairs (``smooth``: squares, not ``|.|``).
+
+    With ``smooth=False`` the value equals :func:`debiasrec.metrics.yao.yao_unfairness`.
+    Returns a zero (still differentiable) tensor when a group or a shared item is missing.
+    """
+    if kind not in FOCF_KINDS:
+        raise ConfigError(f"unknown FOCF unfairness {kind!r}; available: {list(FOCF_KINDS)}")
+    dist = (lambda x: x.pow(2)) if smooth else torch.abs
+    g = disadvantaged.bool()
+    if not g.any() or g.all():
+        return pred.sum() * 0.0
+    if kind == "non_parity":
+        return dist(pred[g].mean() - pred[~g].mean())
+
+    def means(vals: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cnt = torch.zeros(n_items, dtype=vals.dtype).index_add_(
+            0, items[mask], torch.ones_like(vals[mask])
+        )
+        tot = torch.zeros(n_items, dtype=vals.dtype).index_add_(0, items[mask], vals[mask])
+        return tot / cnt.clamp_min(1), cnt
+
+    yg, cg = means(pred, g)
+    yh, ch = means(pred, ~g)
+    rg, _ = means(target.to(pred.dtype), g)
+    rh, _ = means(target.to(pred.dtype), ~g)
+    both = (cg > 0) & (ch > 0)
+    if not both.any():
+        return pred.sum() * 0.0
+    dg, dh = (yg - rg)[both], (yh - rh)[both]
+    if kind == "value":
+        diff = dg - dh
+    elif kind == "absolute":
+        diff = dist(dg) - dist(dh) if smooth else dg.abs() - dh.abs()
+    elif kind == "under":
+        diff = F.relu(-dg) - F.relu(-dh)
+    else:  # over
+        diff = F.relu(dg) - F.relu(dh)
+    return dist(diff).mean()
+
+
+class _GroupStrategy(Strategy):
+    """Shared setup: group labels of one sensitive attribute, checks on the model."""
+
+    def __init__(self, attr: str, weight: float) -> None:
+        if weight < 0:
+            raise ConfigError(f"weight must be >= 0, got {weight}")
+        self.attr = attr
+        self.weight = float(weight)
+
+    def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
+        if not hasattr(model, "pair_scores"):
+            raise ConfigError(
+                f"{type(model).__name__} has no pair_scores(users, items); "
+                f"{self.name} needs a model that scores (user, item) pairs differentiably"
+            )
+        cat = train.user_groups(self.attr)
+        self._cat = cat
+        self._codes = torch.from_numpy(np.asarray(cat.codes, dtype=np.int64))
+        self._n_items = train.n_items
+
+    @staticmethod
+    def _need(batch: dict[str, torch.Tensor]) -> None:
+        missing = [k for k in ("users", "pos", "neg") if k not in batch]
+        if missing:
+            raise ConfigError(
+                f"this regularizer needs pairwise batches with users/pos/neg; missing {missing} "
+                "(use it with BPR or LightGCN)"
+            )
+
+
+class FOCFRegularizer(_GroupStrategy):
+    """Yao & Huang (2017) fairness objective as a loss term ``focf_<kind>``.
+
+    Args:
+        attr: sensitive attribute (binary, or any with ``disadvantaged`` naming one group).
+        kind: ``value``, ``absolute``, ``under``, ``over`` or ``non_parity``.
+        weight: multiplier of the term.
+        disadvantaged: the group label of ``g`` (default: the smaller group in training).
+        smooth: squared instead of absolute differences (as in Yao & Huang's training).
+    """
+
+    name = "focf"
+
+    def __init__(
+        self,
+        attr: str = "gender",
+        kind: Literal["value", "absolute", "under", "over", "non_parity"] = "value",
+        weight: float = 1.0,
+        *,
+        disadvantaged: str | None = None,
+        smooth: bool = True,
+    ) -> None:
+        super().__init__(attr, weight)
+        if kind not in FOCF_KINDS:
+            raise ConfigError(f"unknown FOCF unfairness {kind!r}; available: {list(FOCF_KINDS)}")
+        self.kind = kind
+        self.disadvantaged = disadvantaged
+        self.smooth = smooth
+
+    def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
+        super().setup(model, train, rng)
+        cats = [str(c) for c in self._cat.categories]
+        if self.disadvantaged is None:
+            if len(cats) != 2:
+                raise ConfigError(
+                    f"attribute {self.attr!r} has {len(cats)} groups {cats}; name the "
+                    "disadvantaged one with disadvantaged=..."
+                )
+            counts = np.bincount(self._codes.numpy()[self._codes.numpy() >= 0], minlength=2)
+            self._g = int(np.argmin(counts))
+        elif self.disadvantaged in cats:
+            self._g = cats.index(self.disadvantaged)
+        else:
+            raise ConfigError(f"disadvantaged={self.disadvantaged!r} is not a group of {cats}")
+
+    def loss_terms(
+        self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
+    ) -> dict[str, torch.Tensor]:
+        self._need(batch)
+        users = batch["users"]
+        lab = self._codes[users]
+        keep = lab >= 0
+        u, lab = users[keep], lab[keep]
+        items = torch.cat([batch["pos"][keep], batch["neg"][keep]])
+        uu = torch.cat([u, u])
+        pred = torch.sigmoid(model.pair_scores(uu, items))  # type: ignore[attr-defined]
+        target = torch.cat([torch.ones(len(u)), torch.zeros(len(u))])
+        g = torch.cat([lab, lab]) == self._g
+        val = focf_unfairness(pred, target, items, g, self._n_items, self.kind, smooth=self.smooth)
+        return {f"focf_{self.kind}": self.weight * val}
+
+
+class UtilityGapPenalty(_GroupStrategy):
+    """Squared gap between user groups' mean BPR log-likelihood on the batch (term ``util_gap``)."""
+
+    name = "utility_gap"
+
+    def __init__(self, attr: str = "gender", weight: float = 1.0) -> None:
+        super().__init__(attr, weight)
+
+    def loss_terms(
+        self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
+    ) -> dict[str, torch.Tensor]:
+        self._need(batch)
+        users = batch["users"]
+        lab = self._codes[users]
+        keep = lab >= 0
+        u, lab = users[keep], lab[keep]
+        s = model.pair_scores(  # type: ignore[attr-defined]
+            torch.cat([u, u]), torch.cat([batch["pos"][keep], batch["neg"][keep]])
+        )
+        sp, sn = s.chunk(2)
+        ll = F.logsigmoid(sp - sn)
+        n_cls = len(self._cat.categories)
+        cnt = torch.zeros(n_cls).index_add_(0, lab, torch.ones_like(ll))
+        tot = torch.zeros(n_cls, dtype=ll.dtype).index_add_(0, lab, ll)
+        present = cnt > 0
+        if int(present.sum()) < 2:
+            return {"util_gap": ll.sum() * 0.0}
+        m = (tot / cnt.clamp_min(1))[present]
+        gap = (m[:, None] - m[None, :]).pow(2)
+        k = len(m)
+        return {"util_gap": self.weight * gap.sum() / (k * (k - 1))}
