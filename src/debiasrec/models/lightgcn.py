@@ -19,7 +19,7 @@ from debiasrec.training.trainer import TrainerConfig
 
 
 def _lgcn_train_defaults() -> TrainerConfig:
-    return TrainerConfig(epochs=300, lr=5e-3, batch_size=4096, patience=10, eval_every=5)
+    return TrainerConfig(epochs=300, lr=5e-3, batch_size=4096, patience=3, eval_every=5)
 
 
 class LightGCNConfig(TorchModelConfig):

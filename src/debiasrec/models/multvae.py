@@ -25,17 +25,18 @@ from debiasrec.training.trainer import TrainerConfig
 
 
 def _vae_train_defaults() -> TrainerConfig:
-    return TrainerConfig(epochs=300, lr=1e-3, batch_size=128, patience=10, eval_every=5)
+    # Chosen by validation NDCG@10 on ML-100K (benchmarks/RESULTS.md).
+    return TrainerConfig(epochs=400, lr=2e-3, batch_size=1024, patience=10, eval_every=2)
 
 
 class MultVAEConfig(TorchModelConfig):
     """Mult-VAE hyper-parameters."""
 
     hidden: int = Field(600, ge=1)
-    latent: int = Field(200, ge=1)
+    latent: int = Field(128, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     anneal_cap: float = Field(0.2, ge=0.0)
-    total_anneal_steps: int = Field(20000, ge=1)
+    total_anneal_steps: int = Field(2000, ge=1)
     train: TrainerConfig = Field(default_factory=_vae_train_defaults)
 
 

@@ -236,6 +236,7 @@ class Trainer:
         hist = TrainHistory()
         best_state: dict[str, Any] | None = None
         best_key: tuple[int, float] | None = None
+        best_raw = -math.inf
         metric_key = f"valid_{cfg.metric}"
         bad = 0
         t0 = time.perf_counter()
@@ -290,10 +291,17 @@ class Trainer:
                 for s in self.strategies:
                     row.update(s.validation_metrics(model, np.arange(valid.n_users)))
                 key = selection_key(row, metric_key, cfg.select_constraint)
+                # Patience runs out only when neither the selected epoch nor the raw metric
+                # improves: under a constraint, early (barely trained) epochs are often the
+                # feasible ones, and training must go on while accuracy still rises.
+                raw_better = math.isfinite(value) and value > best_raw
+                best_raw = max(best_raw, value) if math.isfinite(value) else best_raw
                 if best_key is None or key > best_key:
                     best_key = key
                     hist.best_value, hist.best_epoch = value, epoch
                     best_state = _snapshot(model, self.strategies)
+                    bad = 0
+                elif raw_better:
                     bad = 0
                 else:
                     bad += 1
