@@ -70,12 +70,12 @@ class _Valid:
 NDCG = [0.10, 0.30, 0.25, 0.28, 0.20, 0.15]
 
 
-def _run(monkeypatch, leak, constraint, patience=10):
-    calls = iter(NDCG)
+def _run(monkeypatch, leak, constraint, patience=10, ndcg=NDCG):
+    calls = iter(ndcg)
     monkeypatch.setattr(trainer_mod, "validation_score", lambda *a, **k: next(calls))
     model = _Scripted()
     cfg = TrainerConfig(
-        epochs=len(NDCG), patience=patience, optimizer="sgd", select_constraint=constraint
+        epochs=len(ndcg), patience=patience, optimizer="sgd", select_constraint=constraint
     )
     hist = Trainer(cfg, [_Script(leak)]).fit(model, None, _Valid(), rng=0)  # type: ignore[arg-type]
     return model, hist
@@ -107,6 +107,15 @@ def test_trainer_falls_back_to_least_leaking_epoch_and_says_so(monkeypatch):
 def test_patience_counts_from_the_selected_epoch(monkeypatch):
     leak = [0.50, 0.70, 0.60, 0.60, 0.60, 0.40]
     _, hist = _run(monkeypatch, leak, {"leak_auc_gender": 0.55}, patience=1)
-    # epochs 1..2 do not beat epoch 0 (infeasible) -> stop after epoch 2
-    assert hist.stopped_early and len(hist.epochs) == 3 and hist.best_epoch == 0
+    # epoch 1 raises the raw metric (patience reset); epochs 2, 3 improve nothing -> stop
+    assert hist.stopped_early and len(hist.epochs) == 4 and hist.best_epoch == 0
     assert np.isfinite(hist.epochs[-1]["leak_auc_gender"])
+
+
+def test_rising_accuracy_keeps_training_until_a_better_feasible_epoch(monkeypatch):
+    # The barely trained epoch 0 is feasible; accuracy keeps rising while leaking; epoch 3 is
+    # feasible and better. Counting patience on the selection key alone would stop at epoch 2.
+    ndcg = [0.10, 0.20, 0.25, 0.30, 0.29, 0.10]
+    leak = [0.50, 0.70, 0.70, 0.52, 0.70, 0.70]
+    model, hist = _run(monkeypatch, leak, {"leak_auc_gender": 0.55}, patience=1, ndcg=ndcg)
+    assert hist.best_epoch == 3 and model.module.w.item() == 3.0
