@@ -248,6 +248,80 @@ def report(folder: Path) -> None:
     click.echo(str(write_report(folder)))
 
 
+@cli.command("serve")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Result label of the model (default: the first saved).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--store",
+    default=None,
+    help="Feedback store: a SQLite file or an SQLAlchemy URL (default: FOLDER/feedback.sqlite).",
+)
+@click.option(
+    "--post",
+    default=None,
+    help="Default post-processor (exposure, group_fair, calibrated, popularity, diversity, none).",
+)
+@click.option("--target", type=float, default=None, help="Online controller target.")
+@click.option("--no-online", is_flag=True, help="Turn online self-calibration off.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML with service options (debiasrec.serve.ServeConfig).",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    folder: Path,
+    model: str | None,
+    host: str,
+    port: int,
+    store: str | None,
+    post: str | None,
+    target: float | None,
+    no_online: bool,
+    config_path: Path | None,
+    threads: int,
+    log_level: str,
+) -> None:
+    """Serve the trained models of result folder FOLDER over HTTP (OpenAPI docs at /docs)."""
+    from debiasrec.config import load_toml, validate
+    from debiasrec.errors import require
+    from debiasrec.serve.config import ServeConfig
+
+    require("fastapi", "serve")
+    require("uvicorn", "serve")
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder} is not a folder; give a result folder written by 'debiasrec run'"
+        )
+    cfg = load_toml(config_path, ServeConfig) if config_path else ServeConfig()
+    over: dict = {
+        k: v for k, v in (("model", model), ("store", store), ("default_post", post)) if v
+    }
+    online = cfg.online.model_dump()
+    if target is not None:
+        online["target"] = target
+    if no_online:
+        online["enabled"] = False
+    cfg = validate(ServeConfig, {**cfg.model_dump(), **over, "online": online}, source="serve")
+    _set_threads(threads)
+    from debiasrec.serve import Service, run
+
+    service = Service(folder, cfg)
+    _err(
+        f"serving {service.pipeline.label!r} from {folder} on http://{host}:{port} "
+        f"(docs: /docs, store: {service.store.kind})"
+    )
+    try:
+        run(service, host=host, port=port, log_level=log_level)
+    finally:
+        service.close()
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     return f"warning: {message}\n"
 

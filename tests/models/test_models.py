@@ -248,7 +248,7 @@ def test_partial_train_table_keeps_model_defaults(cls, defaults) -> None:
 
 # high learning rates so the validation metric peaks before the last evaluated epoch
 _OVERFIT: dict[type, dict[str, Any]] = {
-    BPR: {"dim": 16, "train": {"epochs": 12, "lr": 0.1, "batch_size": 128}},
+    BPR: {"dim": 16, "train": {"epochs": 20, "lr": 0.1, "batch_size": 128}},
     LightGCN: {"dim": 16, "train": {"epochs": 12, "lr": 0.2, "batch_size": 128}},
     MultVAE: {"hidden": 32, "latent": 16, "train": {"epochs": 12, "lr": 0.03, "batch_size": 16}},
 }

@@ -7,6 +7,7 @@ Result folder layout (the contract other tools read)::
     DIR/results.parquet      tidy: method, seed, metric, group, value, ci_low, ci_high, n
     DIR/recs/METHOD.parquet  user_id, item_id, rank, score (original ids, top-K per test user)
     DIR/split/{train,valid,test}.parquet
+    DIR/models/METHOD/       the first seed's trained model (config.json, state.safetensors)
     DIR/report.html
 """
 
@@ -276,7 +277,22 @@ def run_experiment(
     result = ExperimentResult(cfg, ds, split, results, evals, models, timings, report)
     if out is not None:
         write_result_folder(result, Path(out), recs_frames)
+        save_models(result, Path(out), say)
     return result
+
+
+def save_models(
+    result: ExperimentResult, out: Path, say: Callable[[str], None] = lambda _m: None
+) -> None:
+    """Save the first seed's models to ``out/models/METHOD/`` (what ``debiasrec serve`` loads)."""
+    first = list(getattr(result.config, "seeds", None) or [0])[0]
+    for (label, seed), model in result.models.items():
+        if seed != first:
+            continue
+        try:
+            model.save(out / "models" / label)
+        except NotImplementedError as exc:
+            say(f"{label}: model not saved ({exc})")
 
 
 def _absolute_paths(cfg: BaseModel) -> BaseModel:
@@ -384,5 +400,6 @@ __all__ = [
     "load_config",
     "prepare_data",
     "run_experiment",
+    "save_models",
     "write_result_folder",
 ]

@@ -12,6 +12,7 @@ Scores are the decoder logits at ``z = mu``; ``mu`` is the user representation.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -95,6 +96,18 @@ class MultVAE(TorchRecommender):
 
     def _after_load(self) -> None:
         self._rows = self.train_csr_
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The KL-annealing step and the dropout/noise generator (for exact resumption)."""
+        out: dict[str, Any] = {"step": self._step}
+        if self._noise_gen is not None:
+            out["noise_gen"] = self._noise_gen.get_state()
+        return out
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self._step = int(state.get("step", 0))
+        if "noise_gen" in state and self._noise_gen is not None:
+            self._noise_gen.set_state(state["noise_gen"])
 
     def _dense_rows(self, users: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self._rows[users].toarray())

@@ -64,6 +64,13 @@ class TorchRecommender(Recommender):
     def _after_fit(self, train: Dataset) -> None:
         """Hook to cache inference-time tensors after training."""
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Training state outside ``self.module`` that a resumed run needs (see Trainer)."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`checkpoint_state`."""
+
     def batches(
         self, train: Dataset, batch_size: int, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:

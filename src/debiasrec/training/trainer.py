@@ -10,6 +10,19 @@ items masked); the best weights are restored at the end. With ``TrainerConfig.se
 (upper bounds on other validation numbers, e.g. a strategy's ``leak_auc_gender``) the selected
 epoch is the best one *among the epochs meeting every bound*; if none does, the epoch with the
 smallest violation, and ``TrainHistory.selection`` says so (see :func:`selection_key`).
+
+Scale-out and fault tolerance live in the same loop:
+
+* **Data-parallel training** under ``torchrun`` (``TrainerConfig.distributed``, auto-detected from
+  ``WORLD_SIZE``): each rank trains on a disjoint slice of every global batch, gradients of the
+  model and of every strategy module are averaged, validation runs on rank 0 and its numbers are
+  broadcast, so every rank makes the same early-stopping decision
+  (:mod:`debiasrec.training.distributed`, ``docs/distributed.md``).
+* **Checkpoints** (``TrainerConfig.checkpoint_dir``; written by rank 0 after every
+  ``checkpoint_every`` epochs) hold the model, optimizer, scheduler, strategy modules and state,
+  the NumPy generator state, the history and the best weights, in safetensors + JSON (no pickle).
+  ``resume=True`` continues from the last one and ends with the same weights and history as an
+  uninterrupted run with the same seed (:mod:`debiasrec.training.checkpoint`).
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError
 from debiasrec.metrics.topk import full_ranking_topk
 from debiasrec.random import np_rng
+from debiasrec.training import checkpoint as ckpt
+from debiasrec.training import distributed as dist_
 
 _TORCH_VERSION = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
 
@@ -55,6 +70,22 @@ class TrainerConfig(BaseModel):
         default_factory=dict,
         description="upper bounds on validation numbers (row keys, e.g. 'leak_auc_gender': 0.55) "
         "that an epoch must meet to be selected; see selection_key",
+    )
+    distributed: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="data-parallel training across processes: 'auto' when started by torchrun "
+        "(WORLD_SIZE > 1) or a process group is initialised; see docs/distributed.md",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="process-group backend when the trainer creates it (auto: nccl on GPU)"
+    )
+    checkpoint_dir: str | None = Field(
+        None, description="folder for the training checkpoint (rank 0 writes it)"
+    )
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    resume: bool = Field(
+        False,
+        description="continue from checkpoint_dir's checkpoint when there is one (else start)",
     )
 
 
@@ -140,6 +171,16 @@ class Strategy:
         """Extra validation numbers to log (and to use in a selection rule)."""
         return {}
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """State outside :meth:`modules` needed to resume exactly (own optimizers, generators).
+
+        Nested dicts/lists of tensors, numbers and strings (saved without pickle).
+        """
+        return {}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`checkpoint_state` (called after :meth:`setup` when resuming)."""
+
 
 @dataclass
 class TrainHistory:
@@ -219,11 +260,32 @@ class Trainer:
         rng: int | np.random.Generator | None = None,
         log: Callable[[dict[str, float]], None] | None = None,
     ) -> TrainHistory:
-        """Train ``model`` in place; returns the history. Best validation weights are restored."""
+        """Train ``model`` in place; returns the history. Best validation weights are restored.
+
+        Under ``torchrun`` every rank calls ``fit`` with the same seed and data; ``log`` and the
+        progress bar run on rank 0 only.
+        """
+        ctx = dist_.setup(self.config.distributed, self.config.backend)
+        with dist_.active_context(ctx):
+            return self._fit(model, train, valid, rng=rng, log=log, ctx=ctx)
+
+    def _fit(
+        self,
+        model: Trainable,
+        train: Dataset,
+        valid: Dataset | None,
+        *,
+        rng: int | np.random.Generator | None,
+        log: Callable[[dict[str, float]], None] | None,
+        ctx: dist_.DistContext,
+    ) -> TrainHistory:
         cfg = self.config
         gen = np_rng(rng)
         for s in self.strategies:
             s.setup(model, train, gen)
+        if ctx.active:
+            # Every rank must build the same epochs (shuffle, negatives): use rank 0's stream.
+            gen.bit_generator.state = dist_.broadcast_object(gen.bit_generator.state, ctx)
         groups = list(model.param_groups())
         for s in self.strategies:
             groups.extend(s.param_groups())
@@ -233,26 +295,31 @@ class Trainer:
             if cfg.lr_decay < 1.0
             else None
         )
-        hist = TrainHistory()
-        best_state: dict[str, Any] | None = None
-        best_key: tuple[int, float] | None = None
-        best_raw = -math.inf
+        st = _LoopState()
         metric_key = f"valid_{cfg.metric}"
-        bad = 0
-        t0 = time.perf_counter()
+        if cfg.resume and cfg.checkpoint_dir and ckpt.exists(cfg.checkpoint_dir):
+            st = _load_checkpoint(cfg.checkpoint_dir, model, self.strategies, opt, sched, gen)
+        modules = [model.module, *(m for s in self.strategies for m in s.modules())]
+        dist_.broadcast_modules(modules, ctx)
+        sync_params = dist_.unique_params(
+            [g["params"] for g in groups] + [m.parameters() for m in modules]
+        )
+        hist = st.hist
+        t0 = time.perf_counter() - st.elapsed
         use_valid = valid is not None and valid.n_interactions > 0
-        epochs = range(cfg.epochs)
-        produced: set[str] = set()  # names of the loss terms seen (to check loss_weights)
         bar = None
-        if cfg.progress:
+        if cfg.progress and ctx.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.epochs, desc="train", leave=False)
-        for epoch in epochs:
+            bar = tqdm(total=cfg.epochs, initial=st.next_epoch, desc="train", leave=False)
+        for epoch in range(st.next_epoch, cfg.epochs if not st.done else st.next_epoch):
             model.module.train()
             sums: dict[str, float] = {}
             n_batches = 0
-            for batch in model.batches(train, cfg.batch_size, gen):
+            for global_batch in model.batches(train, cfg.batch_size, gen):
+                if ctx.active and dist_.batch_size_of(global_batch) < ctx.world:
+                    continue  # too small to give every rank a row; all ranks skip it alike
+                batch, weight = dist_.shard_batch(global_batch, ctx)
                 for s in self.strategies:
                     s.before_step(model, batch, epoch)
                 terms = dict(model.loss_terms(batch))
@@ -265,88 +332,211 @@ class Trainer:
                             "part of the model already returns; give its terms unique names"
                         )
                     terms.update(extra)
-                produced.update(terms)
+                st.produced.update(terms)
                 total = sum(cfg.loss_weights.get(k, 1.0) * v for k, v in terms.items())
                 opt.zero_grad(set_to_none=True)
+                if weight != 1.0:
+                    total = total * weight
                 total.backward()  # type: ignore[union-attr]
+                dist_.sync_grads(sync_params, ctx)
                 opt.step()
                 for s in self.strategies:
                     s.after_step(model, batch, epoch)
+                share = weight / ctx.world  # this rank's rows / global rows
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * share
                 n_batches += 1
+            sums = dist_.all_sum(sums, ctx)
             if sched is not None:
                 sched.step()
             row = {"epoch": float(epoch)}
             row.update({f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()})
             if not all(math.isfinite(v) for v in row.values()):
-                warnings.warn(f"non-finite loss at epoch {epoch}; stopping", stacklevel=2)
+                warnings.warn(f"non-finite loss at epoch {epoch}; stopping", stacklevel=3)
                 hist.epochs.append(row)
                 break
             if use_valid and (epoch + 1) % cfg.eval_every == 0:
                 assert valid is not None
                 model.module.eval()
-                value = validation_score(model.score_block, train, valid, cfg.metric)
-                row[metric_key] = value
-                for s in self.strategies:
-                    row.update(s.validation_metrics(model, np.arange(valid.n_users)))
+                vrow: dict[str, float] | None = None
+                if ctx.is_main:
+                    vrow = {
+                        metric_key: validation_score(model.score_block, train, valid, cfg.metric)
+                    }
+                    for s in self.strategies:
+                        vrow.update(s.validation_metrics(model, np.arange(valid.n_users)))
+                vrow = dist_.broadcast_object(vrow, ctx)
+                assert vrow is not None
+                row.update(vrow)
+                value = vrow[metric_key]
                 key = selection_key(row, metric_key, cfg.select_constraint)
                 # Patience runs out only when neither the selected epoch nor the raw metric
                 # improves: under a constraint, early (barely trained) epochs are often the
                 # feasible ones, and training must go on while accuracy still rises.
-                raw_better = math.isfinite(value) and value > best_raw
-                best_raw = max(best_raw, value) if math.isfinite(value) else best_raw
-                if best_key is None or key > best_key:
-                    best_key = key
+                raw_better = math.isfinite(value) and value > st.best_raw
+                st.best_raw = max(st.best_raw, value) if math.isfinite(value) else st.best_raw
+                if st.best_key is None or key > st.best_key:
+                    st.best_key = key
                     hist.best_value, hist.best_epoch = value, epoch
-                    best_state = _snapshot(model, self.strategies)
-                    bad = 0
+                    st.best_state = _snapshot(model, self.strategies)
+                    st.bad = 0
                 elif raw_better:
-                    bad = 0
+                    st.bad = 0
                 else:
-                    bad += 1
+                    st.bad += 1
             row["seconds"] = time.perf_counter() - t0
             hist.epochs.append(row)
-            if log is not None:
+            stop = use_valid and st.bad > cfg.patience
+            if not stop and cfg.max_seconds is not None:
+                stop = bool(dist_.broadcast_object(row["seconds"] > cfg.max_seconds, ctx))
+            hist.stopped_early = hist.stopped_early or stop
+            last = stop or epoch + 1 == cfg.epochs
+            if (
+                cfg.checkpoint_dir
+                and ctx.is_main
+                and (last or (epoch + 1) % cfg.checkpoint_every == 0)
+            ):
+                st.next_epoch, st.done = epoch + 1, last
+                st.elapsed = time.perf_counter() - t0
+                _save_checkpoint(cfg.checkpoint_dir, st, model, self.strategies, opt, sched, gen)
+            if log is not None and ctx.is_main:
                 log(row)
             if bar is not None:
                 bar.update(1)
                 shown = {k: f"{v:.4f}" for k, v in row.items() if k.startswith(("valid_", "loss"))}
                 bar.set_postfix(shown, refresh=False)
-            if use_valid and bad > cfg.patience:
-                hist.stopped_early = True
-                break
-            if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
-                hist.stopped_early = True
+            if stop:
                 break
         if bar is not None:
             bar.close()
-        unused = sorted(set(cfg.loss_weights) - produced)
-        if unused and produced:
+        unused = sorted(set(cfg.loss_weights) - st.produced)
+        if unused and st.produced:
             warnings.warn(
                 f"train.loss_weights names {unused}, but no loss term has that name (a typo?); "
-                f"the terms were {sorted(produced)}",
-                stacklevel=2,
+                f"the terms were {sorted(st.produced)}",
+                stacklevel=3,
             )
-        if best_state is not None:
-            _restore(model, self.strategies, best_state)
-            assert best_key is not None
+        if st.best_state is not None:
+            _restore(model, self.strategies, st.best_state)
+            assert st.best_key is not None
             if not cfg.select_constraint:
                 hist.selection = "metric"
-            elif best_key[0] == 1:
+            elif st.best_key[0] == 1:
                 hist.selection = "constrained"
             else:
                 bounds = ", ".join(f"{k} <= {v:g}" for k, v in cfg.select_constraint.items())
                 hist.selection = (
                     f"fallback: no validated epoch met {bounds}; kept the least-violating epoch "
-                    f"{hist.best_epoch} (worst excess {-best_key[1]:.4f})"
+                    f"{hist.best_epoch} (worst excess {-st.best_key[1]:.4f})"
                 )
-                warnings.warn(f"model selection {hist.selection}", stacklevel=2)
+                warnings.warn(f"model selection {hist.selection}", stacklevel=3)
         elif hist.epochs:
             hist.best_epoch = int(hist.epochs[-1]["epoch"])
         model.module.eval()
         hist.seconds = time.perf_counter() - t0
         return hist
+
+
+@dataclass
+class _LoopState:
+    """Everything the epoch loop carries from one epoch to the next (what a checkpoint holds)."""
+
+    hist: TrainHistory = field(default_factory=TrainHistory)
+    best_state: dict[str, Any] | None = None
+    best_key: tuple[int, float] | None = None
+    best_raw: float = -math.inf
+    bad: int = 0
+    produced: set[str] = field(default_factory=set)
+    next_epoch: int = 0
+    done: bool = False
+    elapsed: float = 0.0
+
+
+def _extra_state(obj: Any) -> dict[str, Any]:
+    fn = getattr(obj, "checkpoint_state", None)
+    return fn() if callable(fn) else {}
+
+
+def _save_checkpoint(
+    folder: str,
+    st: _LoopState,
+    model: Trainable,
+    strategies: Sequence[Strategy],
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: np.random.Generator,
+) -> None:
+    state = {
+        "next_epoch": st.next_epoch,
+        "done": st.done,
+        "elapsed": st.elapsed,
+        "model": model.module.state_dict(),
+        "model_extra": _extra_state(model),
+        "optimizer": opt.state_dict(),
+        "scheduler": None if sched is None else sched.state_dict(),
+        "strategies": [
+            {"modules": [m.state_dict() for m in s.modules()], "extra": s.checkpoint_state()}
+            for s in strategies
+        ],
+        "rng": gen.bit_generator.state,
+        "history": st.hist.to_dict(),
+        "best_state": st.best_state,
+        "best_key": None if st.best_key is None else list(st.best_key),
+        "best_raw": st.best_raw,
+        "bad": st.bad,
+        "produced": sorted(st.produced),
+    }
+    ckpt.save(folder, state, st.next_epoch)
+
+
+def _load_checkpoint(
+    folder: str,
+    model: Trainable,
+    strategies: Sequence[Strategy],
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: np.random.Generator,
+) -> _LoopState:
+    state = ckpt.load(folder)
+    saved = state["strategies"]
+    if len(saved) != len(strategies):
+        raise ConfigError(
+            f"checkpoint in {folder} was written with {len(saved)} strategies, this run has "
+            f"{len(strategies)}; resume with the same model and strategies"
+        )
+    model.module.load_state_dict(state["model"])
+    load_extra = getattr(model, "load_checkpoint_state", None)
+    if callable(load_extra):
+        load_extra(state["model_extra"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state["scheduler"] is not None:
+        sched.load_state_dict(state["scheduler"])
+    for s, sv in zip(strategies, saved, strict=True):
+        for m, sd in zip(s.modules(), sv["modules"], strict=True):
+            m.load_state_dict(sd)
+        s.load_checkpoint_state(sv["extra"])
+    gen.bit_generator.state = state["rng"]
+    h = state["history"]
+    hist = TrainHistory(
+        epochs=[dict(r) for r in h["epochs"]],
+        best_epoch=int(h["best_epoch"]),
+        best_value=float(h["best_value"]),
+        stopped_early=bool(h["stopped_early"]),
+        seconds=float(h["seconds"]),
+        selection=str(h["selection"]),
+    )
+    bk = state["best_key"]
+    return _LoopState(
+        hist=hist,
+        best_state=state["best_state"],
+        best_key=None if bk is None else (int(bk[0]), float(bk[1])),
+        best_raw=float(state["best_raw"]),
+        bad=int(state["bad"]),
+        produced=set(state["produced"]),
+        next_epoch=int(state["next_epoch"]),
+        done=bool(state["done"]),
+        elapsed=float(state["elapsed"]),
+    )
 
 
 def _snapshot(model: Trainable, strategies: Sequence[Strategy]) -> dict[str, Any]:

@@ -59,6 +59,8 @@ from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError
 from debiasrec.metrics.leakage import leakage
 from debiasrec.random import derive_seed, np_rng
+from debiasrec.training.distributed import current as current_dist
+from debiasrec.training.distributed import sync_grads
 from debiasrec.training.trainer import Strategy, Trainable
 
 
@@ -304,27 +306,48 @@ class Adversarial(Strategy):
     def after_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
         cfg = self.config
         steps = cfg.adv_steps
-        if cfg.mode == "grl" and self._cache is not None:
-            # The joint backward already gave the discriminators their (un-reversed) gradients.
-            self._opt.step()
+        # Under torchrun every rank takes the same discriminator steps, even one whose shard of
+        # the batch had too few labelled users; gradients are averaged over ranks first.
+        distributed = current_dist().active
+        run = self._cache is not None or distributed
+        if cfg.mode == "grl" and run:
+            # The joint backward already gave the discriminators their (un-reversed) gradients
+            # (averaged over ranks by the Trainer).
+            if any(p.grad is not None for p in self.discriminators.parameters()):
+                self._opt.step()
             steps -= 1
         self._opt.zero_grad(set_to_none=True)
-        if self._cache is not None and steps > 0:
-            users, active = self._cache
-            with torch.no_grad():
-                z = model.user_repr(users)  # type: ignore[attr-defined]
+        if run and steps > 0:
+            z = None
+            if self._cache is not None:
+                users, active = self._cache
+                with torch.no_grad():
+                    z = model.user_repr(users)  # type: ignore[attr-defined]
             for _ in range(steps):
-                losses = [self._disc_loss(a, z, users) for a in active]
-                total = sum(v for v in losses if v is not None)
-                if isinstance(total, torch.Tensor):
-                    self._opt.zero_grad(set_to_none=True)
-                    total.backward()
+                self._opt.zero_grad(set_to_none=True)
+                if z is not None:
+                    losses = [self._disc_loss(a, z, users) for a in active]
+                    total = sum(v for v in losses if v is not None)
+                    if isinstance(total, torch.Tensor):
+                        total.backward()
+                sync_grads(self.discriminators.parameters())
+                if any(p.grad is not None for p in self.discriminators.parameters()):
                     self._opt.step()
             self._opt.zero_grad(set_to_none=True)
         self._cache = None
         if self._filter is not None:
             self._filter.set_active(None)  # between steps (validation, inference): all filters
         self._active = tuple(cfg.attrs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The discriminators' optimizer and the subset/user sampler's generator state."""
+        return {"opt": self._opt.state_dict(), "rng": self._rng.bit_generator.state}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self._opt.load_state_dict(state["opt"])
+            self._rng.bit_generator.state = state["rng"]
 
     # ------------------------------------------------------------------ validation
     def validation_metrics(self, model: Trainable, valid_users: np.ndarray) -> dict[str, float]:
