@@ -65,7 +65,7 @@ def test_rating_out_of_range() -> None:
     assert rep.removed["rating_out_of_range"] == 2
     assert ds.ratings.tolist() == [1.0, 5.0]
     _, rep_no_range = purify(raw)
-    assert "rating_out_of_range" not in rep_no_range.removed
+    assert rep_no_range.removed["rating_out_of_range"] == 0  # only the float32-range check ran
 
 
 def test_rating_policies_need_a_rating_column() -> None:
@@ -373,3 +373,16 @@ def test_report_invariant(rows, genders, dup, miss, rng, thr, ku, ki) -> None:
     if ds.n_interactions:
         pairs = ds.users.astype(np.int64) * ds.n_items + ds.items
         assert len(np.unique(pairs)) == len(pairs)
+
+
+def test_rating_beyond_float32_is_counted_out_of_range():
+    import pandas as pd
+
+    from debiasrec.data.loaders import from_pandas
+    from debiasrec.data.purify import purify
+
+    inter = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [1, 2, 1], "rating": [4.0, 1e300, 3.0]})
+    ds, report = purify(from_pandas(inter))
+    assert report.removed["rating_out_of_range"] == 1
+    assert ds.n_interactions == 2
+    assert np.isfinite(ds.ratings).all()

@@ -6,7 +6,7 @@ checks is counted under the first):
 ============================  ================================================================
 ``missing_id``                user or item id missing/blank
 ``non_numeric_rating``        rating missing, not a number, or infinite
-``rating_out_of_range``       rating outside ``rating_range``
+``rating_out_of_range``       rating outside ``rating_range`` (or beyond float32's range)
 ``unparseable_timestamp``     timestamp missing or neither a number nor a date string
 ``unknown_user``              user absent from the users table
 ``unknown_item``              item absent from the items table
@@ -320,7 +320,7 @@ def purify(
 
     def drop(reason: str, mask: np.ndarray) -> None:
         bad = mask & alive
-        removed[reason] = int(bad.sum())
+        removed[reason] = removed.get(reason, 0) + int(bad.sum())
         alive[bad] = False
 
     # Ids are factorized once; table look-ups then run on the (few) distinct ids, not on rows.
@@ -336,6 +336,9 @@ def purify(
     if "rating" in inter.columns:
         rating = _to_float(inter["rating"])
         drop("non_numeric_rating", ~np.isfinite(rating))
+        # Ratings are stored as float32: a finite float64 beyond its range would become inf.
+        with np.errstate(invalid="ignore"):
+            drop("rating_out_of_range", np.abs(rating) > np.finfo(np.float32).max)
         if cfg.rating_range is not None:
             lo, hi = cfg.rating_range
             with np.errstate(invalid="ignore"):
