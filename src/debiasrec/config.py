@@ -46,6 +46,30 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
 
 
+def build_config(
+    model: type[M], config: M | dict[str, Any] | None, kwargs: dict[str, Any], *, what: str
+) -> M:
+    """A typed config from a config object, a dict, or keyword arguments (not a mix).
+
+    Used by every configurable component's constructor, so a typo fails at construction.
+
+    Raises:
+        ConfigError: invalid or unknown fields (``what`` names the component), or both a config
+            object and keyword arguments given.
+    """
+    if isinstance(config, dict):
+        kwargs = {**config, **kwargs}
+        config = None
+    if config is None:
+        try:
+            return model(**kwargs)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid config for {what}: {exc}") from exc
+    if kwargs:
+        raise ConfigError("pass either a config object or keyword arguments, not both")
+    return config
+
+
 def load_toml(path: str | Path, model: type[M]) -> M:
     """Read a TOML file into ``model``.
 

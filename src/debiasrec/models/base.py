@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 
+from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError, NotFittedError
 from debiasrec.metrics.topk import full_ranking_topk
@@ -67,17 +68,7 @@ class Recommender(ABC):
     has_embeddings: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if isinstance(config, dict):
-            kwargs = {**config, **kwargs}
-            config = None
-        if config is None:
-            try:
-                config = self.Config(**kwargs)
-            except Exception as exc:  # pydantic ValidationError -> our ConfigError
-                raise ConfigError(f"invalid config for model {self.name!r}: {exc}") from exc
-        elif kwargs:
-            raise ConfigError("pass either a config object or keyword arguments, not both")
-        self.config = config
+        self.config = build_config(self.Config, config, kwargs, what=f"model {self.name!r}")
 
     # ------------------------------------------------------------------ contract
     def fit(

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError, NotFittedError
 from debiasrec.metrics.topk import full_ranking_topk, topk_from_scores
@@ -227,17 +228,7 @@ class Reranker(ABC):
     needs_fit: ClassVar[bool] = False
 
     def __init__(self, config: RerankConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if isinstance(config, dict):
-            kwargs = {**config, **kwargs}
-            config = None
-        if config is None:
-            try:
-                config = self.Config(**kwargs)
-            except ValidationError as exc:
-                raise ConfigError(f"invalid config for re-ranker {self.name!r}: {exc}") from exc
-        elif kwargs:
-            raise ConfigError("pass either a config object or keyword arguments, not both")
-        self.config = config
+        self.config = build_config(self.Config, config, kwargs, what=f"re-ranker {self.name!r}")
 
     @property
     def strength(self) -> float:
