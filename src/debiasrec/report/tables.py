@@ -33,7 +33,7 @@ def summary_table(
     with the 95% bootstrap CI of the first seed when there is one seed, ``gap_`` columns, and
     catalog-level ``extra`` metrics.
 
-    ``metrics`` defaults to ``ndcg@K, recall@K`` and ``extra`` to ``coverage@K, gini@K`` with
+    ``metrics`` defaults to ``ndcg@K, recall@K`` and ``extra`` to ``coverage@K, gini@K, exposure_share@K`` (head and tail tiers) with
     ``K = default_k(results)`` (10, or the smallest evaluated cut-off when 10 was not evaluated).
     """
     res = results
@@ -41,7 +41,7 @@ def summary_table(
     if metrics is None:
         metrics = (f"ndcg@{k}", f"recall@{k}")
     if extra is None:
-        extra = (f"coverage@{k}", f"gini@{k}")
+        extra = (f"coverage@{k}", f"gini@{k}", f"exposure_share@{k}")
     if attrs is None:
         gaps = res[res.metric.str.startswith("gap_")]["group"].unique().tolist()
         attrs = tuple(g for g in gaps if "&" not in g)
