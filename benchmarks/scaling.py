@@ -191,7 +191,7 @@ def run_extras(split: Any, model: BPR, users: np.ndarray, rows: list, n: int, se
 
         stage(f"re-rank: {cls.name}", go, rows, n)
     for cls, kw, batches in (
-        (LightGCN, {}, 5),
+        (LightGCN, {}, 2),
         (MultVAE, {}, 5),
     ):
         m = cls(train={"epochs": 1, "eval_every": 10**6, **kw})
