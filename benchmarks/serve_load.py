@@ -167,7 +167,7 @@ def main() -> None:
     body = (
         "ML-100K (943 users, 1682 items), ItemKNN, k=10, one uvicorn worker, torch threads 1, "
         f"async httpx client with {c} concurrent requests on loopback; client and server share "
-        "the 2 cores (both at nice 19, other people's jobs running: repeated runs varied by up to 2x), so these are lower bounds. The online loop is off here (fixed strengths) so that each re-ranking scenario measures real re-ranking. "
+        "the 2 cores, so these are lower bounds for a dedicated server (the load averages below show what else ran). The online loop is off here (fixed strengths) so that each re-ranking scenario measures real re-ranking. "
         "Feedback uses the SQLite store with synchronous=FULL (one fsync per request). "
         f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run.\n\n"
         "| scenario | requests | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | errors |\n"
