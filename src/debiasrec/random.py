@@ -22,7 +22,7 @@ def derive_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
 
-def torch_generator(seed: int | np.random.Generator | None = None) -> "torch.Generator":
+def torch_generator(seed: int | np.random.Generator | None = None) -> torch.Generator:
     """Return a CPU ``torch.Generator`` seeded from ``seed`` (an int or a NumPy generator)."""
     import torch
 

@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.data.split import Split
 from debiasrec.debias.post.base import RerankContext, Reranker, ScoresLike, candidates
@@ -227,17 +228,8 @@ class SelfCalibrator:
     """
 
     def __init__(self, config: SelfCalibrationConfig | dict[str, Any] | None = None, **kwargs: Any):
-        if isinstance(config, dict):
-            kwargs = {**config, **kwargs}
-            config = None
-        if config is None:
-            try:
-                config = SelfCalibrationConfig(**kwargs)
-            except ValidationError as exc:
-                raise ConfigError(f"invalid self-calibration config: {exc}") from None
-        elif kwargs:
-            raise ConfigError("pass either a config object or keyword arguments, not both")
-        self.config = config
+        self.config = build_config(SelfCalibrationConfig, config, kwargs, what="the self-calibration controller")
+        config = self.config
 
     def fit(
         self,

@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from debiasrec.errors import ConfigError, DataError
+from debiasrec.config import build_config
+from debiasrec.errors import DataError
 
 
 class OnlineConfig(BaseModel):
@@ -72,17 +73,8 @@ class OnlineController:
     """
 
     def __init__(self, config: OnlineConfig | dict[str, Any] | None = None, **kwargs: Any):
-        if isinstance(config, dict):
-            kwargs = {**config, **kwargs}
-            config = None
-        if config is None:
-            try:
-                config = OnlineConfig(**kwargs)
-            except ValidationError as exc:
-                raise ConfigError(f"invalid online controller config: {exc}") from None
-        elif kwargs:
-            raise ConfigError("pass either a config object or keyword arguments, not both")
-        self.config = config
+        self.config = build_config(OnlineConfig, config, kwargs, what="the online controller")
+        config = self.config
         self.strength = float(config.init)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, float] = {}
