@@ -116,6 +116,17 @@ class _GroupStrategy(Strategy):
                 "(use it with BPR or LightGCN)"
             )
 
+    def _labelled(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch users with a group label, their labels, and their ``[pos; neg]`` items."""
+        self._need(batch)
+        users = batch["users"]
+        lab = self._codes[users]
+        keep = lab >= 0
+        items = torch.cat([batch["pos"][keep], batch["neg"][keep]])
+        return users[keep], lab[keep], items
+
 
 class FOCFRegularizer(_GroupStrategy):
     """Yao & Huang (2017) fairness objective as a loss term ``focf_<kind>``.
@@ -165,12 +176,7 @@ class FOCFRegularizer(_GroupStrategy):
     def loss_terms(
         self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
     ) -> dict[str, torch.Tensor]:
-        self._need(batch)
-        users = batch["users"]
-        lab = self._codes[users]
-        keep = lab >= 0
-        u, lab = users[keep], lab[keep]
-        items = torch.cat([batch["pos"][keep], batch["neg"][keep]])
+        u, lab, items = self._labelled(batch)
         uu = torch.cat([u, u])
         pred = torch.sigmoid(model.pair_scores(uu, items))  # type: ignore[attr-defined]
         target = torch.cat([torch.ones(len(u)), torch.zeros(len(u))])
@@ -190,14 +196,8 @@ class UtilityGapPenalty(_GroupStrategy):
     def loss_terms(
         self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
     ) -> dict[str, torch.Tensor]:
-        self._need(batch)
-        users = batch["users"]
-        lab = self._codes[users]
-        keep = lab >= 0
-        u, lab = users[keep], lab[keep]
-        s = model.pair_scores(  # type: ignore[attr-defined]
-            torch.cat([u, u]), torch.cat([batch["pos"][keep], batch["neg"][keep]])
-        )
+        u, lab, items = self._labelled(batch)
+        s = model.pair_scores(torch.cat([u, u]), items)  # type: ignore[attr-defined]
         sp, sn = s.chunk(2)
         ll = F.logsigmoid(sp - sn)
         n_cls = len(self._cat.categories)
