@@ -21,6 +21,7 @@ from debiasrec.data.split import random_split
 from debiasrec.data.synthetic import SyntheticConfig, generate
 from debiasrec.debias.inproc.adversarial import Adversarial
 from debiasrec.models import BPR, MultVAE
+from debiasrec.training.distributed import shutdown
 from debiasrec.training.trainer import validation_score
 
 SEED = 7
@@ -75,5 +76,4 @@ if __name__ == "__main__":
     rank = dist.get_rank() if dist.is_initialized() else 0
     res["world"] = dist.get_world_size() if dist.is_initialized() else 1
     Path(f"{sys.argv[1]}.{rank}.json").write_text(json.dumps(res))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    shutdown()

@@ -44,7 +44,7 @@ class DistContext:
 
     rank: int = 0
     world: int = 1
-    owns_group: bool = False  # this context initialised the process group (and destroys it)
+    owns_group: bool = False  # this context initialised the process group
 
     @property
     def active(self) -> bool:
@@ -95,11 +95,17 @@ def setup(mode: str = "auto", backend: str = "auto") -> DistContext:
     return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), owns_group=True)
 
 
-def teardown(ctx: DistContext) -> None:
-    """Destroy the process group if :func:`setup` created it."""
-    if ctx.owns_group:
-        import torch.distributed as dist
+def shutdown() -> None:
+    """End the process group at the end of a distributed script (no-op when none exists).
 
+    All ranks first meet at a barrier, so no rank tears down its connections (and, on rank 0,
+    the rendezvous store) while another is still finishing its last collective; destroying the
+    group without it can abort a rank that is still shutting down.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
