@@ -35,6 +35,9 @@ def test_restore_article(raw: str, want: str) -> None:
     assert restore_article(raw) == want
 
 
+FULL = UserTemplate(profile=["age", "gender", "occupation"])
+
+
 @pytest.fixture
 def tiny() -> Dataset:
     users = pd.DataFrame({"user_id": [1, 2, 3], "age": [24, 61, 35], "gender": ["M", "F", None],
@@ -51,7 +54,7 @@ def tiny() -> Dataset:
 
 
 def test_item_text_drops_parts_with_missing_fields(tiny: Dataset) -> None:
-    r = TextRenderer(tiny)
+    r = TextRenderer(tiny, user_template=FULL)
     codes = {v: i for i, v in enumerate(tiny.item_vocab)}
     texts = r.item_texts()
     assert texts[codes[10]] == "The Godfather (1972). Genres: Crime, Drama"
@@ -62,18 +65,19 @@ def test_item_text_drops_parts_with_missing_fields(tiny: Dataset) -> None:
 
 
 def test_user_text_profile_and_history_in_time_order(tiny: Dataset) -> None:
-    r = TextRenderer(tiny)
+    r = TextRenderer(tiny, user_template=FULL)
     u = {v: i for i, v in enumerate(tiny.user_vocab)}
     text = r.user_texts([u[1]])[0]
     assert text == ("User: age 24, gender male, occupation student. Recently watched: "
                     "The Godfather; Toy Story; Heat.")  # fmt: skip
     assert r.sensitive_fields == ["age", "gender"]
+    assert TextRenderer(tiny, user_template=UserTemplate()).profile == ["gender", "age"]
     # A missing value is left out, not written as "nan".
     assert r.user_texts([u[3]])[0].startswith("User: age 35, occupation artist.")
 
 
 def test_variants_change_exactly_the_declared_fields(tiny: Dataset) -> None:
-    r = TextRenderer(tiny, user_template=UserTemplate(history=0))
+    r = TextRenderer(tiny, user_template=UserTemplate(profile=FULL.profile, history=0))
     u = [0, 1, 2]
     base = r.user_texts(u)
     swapped = r.user_texts(u, Variant("F", set={"gender": "F"}))
@@ -90,7 +94,7 @@ def test_variants_change_exactly_the_declared_fields(tiny: Dataset) -> None:
 
 
 def test_typos_and_other_history_are_seeded(tiny: Dataset) -> None:
-    r = TextRenderer(tiny)
+    r = TextRenderer(tiny, user_template=FULL)
     v = Variant("typo", typo_rate=0.3)
     a, b = r.user_texts([0, 1, 2], v, rng=3), r.user_texts([0, 1, 2], v, rng=3)
     assert a == b and a != r.user_texts([0, 1, 2])

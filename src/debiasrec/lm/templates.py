@@ -80,12 +80,28 @@ class ItemTemplate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    parts: list[str] = Field(default_factory=lambda: ["{title}", " ({year})", ". Genres: {genres}"])
+    parts: list[str] | None = Field(
+        None,
+        description="format strings over item columns; None = title, (year), genres - those "
+        "of them the item table has (the title is required)",
+    )
     restore_articles: bool = True
+
+    def parts_for(self, items: pd.DataFrame) -> list[str]:
+        """The parts used for this item table (defaults limited to its columns)."""
+        if self.parts is not None:
+            return list(self.parts)
+        parts = ["{title}"]
+        if "year" in items.columns:
+            parts.append(" ({year})")
+        if "genres" in items.columns:
+            parts.append(". Genres: {genres}")
+        return parts
 
     def render(self, items: pd.DataFrame) -> list[str]:
         """One text per row of an item table."""
-        fields = {f for p in self.parts for f in re.findall(r"{(\w+)}", p)}
+        parts = self.parts_for(items)
+        fields = {f for p in parts for f in re.findall(r"{(\w+)}", p)}
         missing = sorted(f for f in fields if f not in items.columns)
         if missing:
             raise ConfigError(
@@ -99,7 +115,7 @@ class ItemTemplate(BaseModel):
                 vals["title"] = restore_article(vals["title"])  # type: ignore[arg-type]
             text = "".join(
                 p.format(**vals)
-                for p in self.parts
+                for p in parts
                 if all(vals[f] is not None for f in re.findall(r"{(\w+)}", p))
             )
             out.append(text.strip())
@@ -130,7 +146,8 @@ def _default_phrases() -> dict[str, str]:
 class UserTemplate(BaseModel):
     """How a user is written as text: profile phrases, then recent history titles.
 
-    ``profile`` lists the user-table columns to mention, in order; each is written with its phrase
+    ``profile`` lists the user-table columns to mention, in order (``None``: the attributes the
+    dataset schema declares sensitive, e.g. age, gender, occupation for ML-100K); each is written with its phrase
     from ``phrases`` (``{value}`` is the value after ``value_map``). ``extra_phrases`` declares
     fields that are not in the data (placebos such as a favourite colour); they appear only when a
     :class:`Variant` sets them. ``history`` is the number of most recent training items listed
@@ -139,7 +156,9 @@ class UserTemplate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: list[str] = Field(default_factory=lambda: ["age", "gender", "occupation"])
+    profile: list[str] | None = Field(
+        None, description="profile fields in order; None = the schema's sensitive attributes"
+    )
     phrases: dict[str, str] = Field(default_factory=_default_phrases)
     value_map: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {"gender": {"M": "male", "F": "female"}}
@@ -216,8 +235,11 @@ class TextRenderer:
     ) -> None:
         self.train = train
         self.item_template = item_template or ItemTemplate()
-        self.user_template = user_template or UserTemplate()
-        missing = [f for f in self.user_template.profile if f not in train.user_table.columns]
+        ut = user_template or UserTemplate()
+        if ut.profile is None:
+            ut = ut.model_copy(update={"profile": [a.name for a in train.schema.sensitive]})
+        self.user_template = ut
+        missing = [f for f in ut.profile if f not in train.user_table.columns]
         if missing:
             raise ConfigError(
                 f"user template profile names {missing}, which the user table lacks; columns: "
@@ -230,7 +252,12 @@ class TextRenderer:
     def sensitive_fields(self) -> list[str]:
         """Profile fields that the dataset declares sensitive (what variants swap or remove)."""
         names = {a.name for a in self.train.schema.sensitive}
-        return [f for f in self.user_template.profile if f in names]
+        return [f for f in self.profile if f in names]
+
+    @property
+    def profile(self) -> list[str]:
+        """The profile fields written into user texts, in order."""
+        return list(self.user_template.profile or [])
 
     def item_texts(self) -> list[str]:
         """Text of every item, in item-code order."""
@@ -249,13 +276,13 @@ class TextRenderer:
         t = self.user_template
         v = variant or Variant()
         for f in v.set:
-            if f not in t.profile and f not in t.extra_phrases:
+            if f not in self.profile and f not in t.extra_phrases:
                 raise ConfigError(
                     f"variant {v.name!r} sets {f!r}, which is neither a profile field "
-                    f"{t.profile} nor a declared extra phrase {sorted(t.extra_phrases)}"
+                    f"{self.profile} nor a declared extra phrase {sorted(t.extra_phrases)}"
                 )
         table = self.train.user_table
-        fields = list(t.profile) + [f for f in v.set if f not in t.profile]
+        fields = self.profile + [f for f in v.set if f not in self.profile]
         out = []
         for u in np.asarray(users, dtype=np.int64):
             bits = []

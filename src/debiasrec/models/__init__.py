@@ -9,6 +9,7 @@ from debiasrec.models.itemknn import ItemKNN
 from debiasrec.models.lightgcn import LightGCN
 from debiasrec.models.multvae import MultVAE
 from debiasrec.models.pop import Pop
+from debiasrec.models.text2tower import TextTwoTower
 
 MODELS: dict[str, type[Recommender]] = {
     "pop": Pop,
@@ -16,6 +17,7 @@ MODELS: dict[str, type[Recommender]] = {
     "bpr": BPR,
     "multvae": MultVAE,
     "lightgcn": LightGCN,
+    "text2tower": TextTwoTower,
 }
 
 
@@ -32,4 +34,4 @@ def model_class(name: str) -> type[Recommender]:
 
 
 __all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "ModelConfig", "MultVAE", "Pop", "Recommender",
-           "Recs", "model_class"]
+           "Recs", "TextTwoTower", "model_class"]
