@@ -237,6 +237,56 @@ def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
     click.echo(f"\nresults: {out}/results.parquet\nreport:  {out}/report.html")
 
 
+@cli.command("llm-audit")
+@click.option("--model", default="text2tower", show_default=True,
+              help="A text-reading model: text2tower or llm_ranker.")  # fmt: skip
+@click.option(
+    "--params", default=None, help="Model parameters as JSON, e.g. '{\"profile\": true}'."
+)
+@click.option("--load", default=None, help="Audit a saved model folder instead of training one.")
+@click.option("--data", "data_name", default="ml-100k", show_default=True)
+@click.option("--attrs", default="gender,age", show_default=True, help="Attributes to vary.")
+@click.option("--intersections", default=None, help="e.g. gender&age")
+@click.option("--users", "n_users", default=200, show_default=True, type=click.IntRange(min=2))
+@click.option("--k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--n-perm", default=2000, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="TOML with the whole run (debiasrec.experiment.llm_audit.LLMAuditRun); flags are ignored.",
+)  # fmt: skip
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+def llm_audit(model, params, load, data_name, attrs, intersections, n_users, k, n_perm, seed,
+              config_path, out, threads) -> None:  # fmt: skip
+    """Counterfactual audit of a text/LLM recommender (neutral vs attribute prompts, controls)."""
+    from debiasrec.config import load_toml, validate
+    from debiasrec.experiment.llm_audit import LLMAuditRun, run_llm_audit
+
+    _set_threads(threads)
+    if config_path is not None:
+        run = load_toml(config_path, LLMAuditRun)
+    else:
+        try:
+            p = json.loads(params) if params else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--params is not valid JSON: {exc}") from None
+        audit = {"attrs": _split_list(attrs) or [], "n_users": n_users, "k": k,
+                 "n_perm": n_perm, "seed": seed,
+                 "intersections": _split_list(intersections) or []}  # fmt: skip
+        options = {"data": data_name, "model": model, "params": p, "load": load,
+                   "fit_seed": seed, "audit": audit}  # fmt: skip
+        run = validate(LLMAuditRun, {a: v for a, v in options.items() if v is not None},
+                       source="llm-audit options")  # fmt: skip
+    res = run_llm_audit(run, out, progress=True)
+    kk = run.audit.k
+    rows = res[res.metric.isin([f"snsr_jaccard@{kk}", f"excess_snsr_jaccard@{kk}",
+                                f"p_snsr_jaccard@{kk}"])]  # fmt: skip
+    table = rows.pivot_table(index="group", columns="metric", values="value")
+    click.echo(table.round(4).to_string())
+    click.echo(f"\nresults: {out}/results.parquet\nlists:   {out}/audit_lists.parquet")
+
+
 @cli.command("report")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def report(folder: Path) -> None:
