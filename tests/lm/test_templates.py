@@ -110,3 +110,17 @@ def test_recent_history_keeps_last_n_oldest_first(tiny: Dataset) -> None:
     h = recent_history(tiny, np.array([0]), 2)[0]
     titles = [tiny.item_table.title[i] for i in h]
     assert titles == ["Toy Story", "Heat"]
+
+
+def test_placebo_fields_are_random_per_user_stable_and_overridable(tiny: Dataset) -> None:
+    ut = UserTemplate(profile=["gender"], history=0, placebo={"colour": ["blue", "red", "green"]})
+    r = TextRenderer(tiny, user_template=ut)
+    texts = r.user_texts([0, 1, 2])
+    assert all("favourite colour " in t for t in texts)
+    assert texts == TextRenderer(tiny, user_template=ut).user_texts([0, 1, 2])  # stable
+    blue = r.user_texts([0, 1, 2], Variant("blue", set={"colour": "blue"}))
+    assert all(t.endswith("favourite colour blue.") for t in blue)
+    gone = r.user_texts([0, 1, 2], Variant("none", set={"colour": None}))
+    assert all("colour" not in t for t in gone)
+    with pytest.raises(ConfigError, match="phrase"):
+        TextRenderer(tiny, user_template=UserTemplate(placebo={"shoe": ["a"]}))

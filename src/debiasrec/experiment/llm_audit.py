@@ -60,8 +60,10 @@ class AuditConfig(BaseModel):
     )
     max_values: int = Field(8, ge=2)
     intersections: list[str] = Field(default_factory=list, description='e.g. ["gender&age"]')
-    placebo: dict[str, list[str]] = Field(
-        default_factory=lambda: {"colour": ["blue", "red", "green", "yellow"]}
+    placebo: dict[str, list[str]] | None = Field(
+        None,
+        description="placebo fields and values; None = the user template's placebo fields "
+        "(those a model saw in training), else a favourite colour (blue, red, green, yellow)",
     )
     typo_rate: float = Field(0.05, gt=0, le=1)
     typo_seeds: int = Field(3, ge=2)
@@ -125,7 +127,10 @@ def _variants(
             for vb in values[b]:
                 label = f"{a}={va}&{b}={vb}"
                 out.append((inter, label, Variant(label, set={**off, a: va, b: vb})))
-    for p, vals in cfg.placebo.items():
+    placebo = cfg.placebo or renderer.user_template.placebo or {
+        "colour": ["blue", "red", "green", "yellow"]
+    }
+    for p, vals in placebo.items():
         if len(vals) < 2:
             raise ConfigError(f"placebo {p!r} needs at least two values")
         for v in vals:

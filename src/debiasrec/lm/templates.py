@@ -19,6 +19,7 @@ Variants (the controls of a counterfactual audit, FaiRLLM / CFaiRLLM):
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -166,6 +167,12 @@ class UserTemplate(BaseModel):
     extra_phrases: dict[str, str] = Field(
         default_factory=lambda: {"colour": "favourite colour {value}"}
     )
+    placebo: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="control fields written for every user with a value drawn per user at "
+        "random (stable hash of the user id), unrelated to the data; e.g. {colour = [...]} so a "
+        "model trained on such texts has seen the placebo an audit varies",
+    )
     empty_profile: str = "no profile"
     history: int = Field(10, ge=0)
     prefix: str = "User: "
@@ -239,6 +246,13 @@ class TextRenderer:
         if ut.profile is None:
             ut = ut.model_copy(update={"profile": [a.name for a in train.schema.sensitive]})
         self.user_template = ut
+        for name, values in ut.placebo.items():
+            if not values:
+                raise ConfigError(f"user template placebo {name!r} lists no values")
+            if name not in ut.extra_phrases and name not in ut.phrases:
+                raise ConfigError(
+                    f"user template placebo {name!r} has no phrase; add it to extra_phrases"
+                )
         missing = [f for f in ut.profile if f not in train.user_table.columns]
         if missing:
             raise ConfigError(
@@ -271,6 +285,12 @@ class TextRenderer:
             self._titles = self.item_template.title_texts(self.train.item_table)
         return self._titles
 
+    def _placebo_value(self, name: str, user: int) -> str:
+        """The per-user value of a placebo field: a stable hash of field and user id."""
+        values = self.user_template.placebo[name]
+        h = zlib.crc32(f"{name}|{self.train.user_vocab[user]}".encode())
+        return values[h % len(values)]
+
     def profile_text(self, users: np.ndarray, variant: Variant | None = None) -> list[str]:
         """The profile part of each user's text (``empty_profile`` when no field is present)."""
         t = self.user_template
@@ -282,12 +302,19 @@ class TextRenderer:
                     f"{self.profile} nor a declared extra phrase {sorted(t.extra_phrases)}"
                 )
         table = self.train.user_table
-        fields = self.profile + [f for f in v.set if f not in self.profile]
+        placebo = t.placebo
+        fields = self.profile + [f for f in placebo if f not in self.profile]
+        fields += [f for f in v.set if f not in fields]
         out = []
         for u in np.asarray(users, dtype=np.int64):
             bits = []
             for f in fields:
-                raw = v.set[f] if f in v.set else table.at[int(u), f]
+                if f in v.set:
+                    raw = v.set[f]
+                elif f in placebo:
+                    raw = self._placebo_value(f, int(u))
+                else:
+                    raw = table.at[int(u), f]
                 val = _value_text(raw)
                 if val is None:
                     continue
