@@ -37,7 +37,6 @@ from debiasrec.models import BPR, TextTwoTower
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
 
-
 PLACEBO = ["blue", "red", "green", "yellow"]
 
 
