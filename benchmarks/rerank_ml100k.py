@@ -1,4 +1,4 @@
-"""Post-processing re-rankers and self-calibration on ML-100K, on BPR scores.
+"""Post-processing re-rankers and self-calibration on ML-100K, on BPR or TextTwoTower scores.
 
 Protocol: per-user random 8:1:1 split (one split per seed, seeds 0..4), BPR with default
 hyper-parameters (1 thread, model seed = split seed), candidates = top-100 of the BPR scores with
@@ -8,7 +8,7 @@ to the test users and evaluated with ``debiasrec.experiment.evaluate.evaluate_to
 trade-off frontier (fixed strength grid, test metrics) is reported for every method. Timings are
 for re-ranking all test users' candidate lists (wall clock, 1 thread, median over seeds).
 
-The text two-tower model (TextTwoTower) does not exist yet, so only BPR is measured.
+``--model text2tower`` re-ranks TextTwoTower scores instead (history-only user text).
 
     python benchmarks/rerank_ml100k.py [--seeds 0,1,2,3,4] [--no-write]
 """
@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--section", default="Re-ranking and self-calibration on ML-100K (BPR)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--model", choices=["bpr", "text2tower"], default="bpr",
+                    help="base model whose scores are re-ranked")  # fmt: skip
+    ap.add_argument("--cache", default=None, help="embedding cache for TextTwoTower")
     args = ap.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -86,7 +89,13 @@ def main() -> None:
     for seed in seeds:
         split = random_split(ds, rng=seed)
         t0 = time.perf_counter()
-        model = BPR().fit(split.train, valid=split.valid, rng=seed)
+        if args.model == "text2tower":
+            from debiasrec.models import TextTwoTower
+
+            kw = {"cache_dir": args.cache} if args.cache else {}
+            model = TextTwoTower(profile=False, **kw).fit(split.train, valid=split.valid, rng=seed)
+        else:
+            model = BPR().fit(split.train, valid=split.valid, rng=seed)
         fit_s = time.perf_counter() - t0
         scores = model.score(np.arange(ds.n_users))
         users = np.flatnonzero(split.test.user_counts() > 0)
@@ -156,11 +165,17 @@ def main() -> None:
                 f"rerank {1000 * rerank_s:.0f} ms",
                 flush=True,
             )
-    body = report(pd.DataFrame(rows), pd.DataFrame(frontier), seeds)
+    name = "TextTwoTower" if args.model == "text2tower" else "BPR"
+    body = report(pd.DataFrame(rows), pd.DataFrame(frontier), seeds, name)
     print(body)
     if not args.no_write:
+        section = args.section
+        if args.model == "text2tower" and section.endswith("(BPR)"):
+            section = section.replace("(BPR)", "(TextTwoTower)")
         write_section(
-            args.section, f"python benchmarks/rerank_ml100k.py --seeds {args.seeds}", body
+            section,
+            f"python benchmarks/rerank_ml100k.py --seeds {args.seeds} --model {args.model}",
+            body,
         )
 
 
@@ -168,13 +183,19 @@ def _pm(x: pd.Series, fmt: str = ".4f") -> str:
     return f"{x.mean():{fmt}} ± {x.std(ddof=0):{fmt}}"
 
 
-def report(res: pd.DataFrame, fr: pd.DataFrame, seeds: list[int]) -> str:
+def report(res: pd.DataFrame, fr: pd.DataFrame, seeds: list[int], name: str = "BPR") -> str:
+    what = (
+        "TextTwoTower (history-only user text, frozen all-MiniLM-L6-v2 features, default "
+        "hyper-parameters)"
+        if name == "TextTwoTower"
+        else "BPR (default hyper-parameters)"
+    )
     lines = [
-        f"BPR (default hyper-parameters) on ML-100K, per-user random 8:1:1 splits, seeds {seeds} "
+        f"{what} on ML-100K, per-user random 8:1:1 splits, seeds {seeds} "
         f"(split seed = model seed), {int(res['n_users'].iloc[0])} test users, top-{N_CAND} "
-        f"candidates -> top-{K}. Mean ± std over seeds. TextTwoTower does not exist yet, so only "
-        "BPR scores are re-ranked. Strengths are chosen on validation data only; `change` = test "
-        "value after / before - 1.",
+        f"candidates -> top-{K}. Mean ± std over seeds. "
+        f"{name} scores are re-ranked. Strengths are chosen on validation data only; `change` = "
+        "test value after / before - 1.",
         "",
         "### Self-calibration: chosen strength, validation estimate vs test outcome",
         "",
@@ -203,7 +224,7 @@ def report(res: pd.DataFrame, fr: pd.DataFrame, seeds: list[int]) -> str:
     ]
     b = res.groupby("seed").first()
     lines.append(
-        f"| BPR (no re-ranking) | {_pm(b['base_ndcg'])} | {_pm(b['base_gap_gender'])} | "
+        f"| {name} (no re-ranking) | {_pm(b['base_ndcg'])} | {_pm(b['base_gap_gender'])} | "
         f"{_pm(b['base_gap_age'])} | {_pm(b['base_aplt'])} | {_pm(b['base_gini'])} | "
         f"{_pm(b['base_ckl'])} | {_pm(b['base_pop_js'])} | {_pm(b['base_ild'])} | - |"
     )
