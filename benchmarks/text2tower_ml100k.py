@@ -87,6 +87,7 @@ def main() -> None:
         models[label] = m
         rows.append((label, *accuracy(m, split), leakage(m.user_embeddings(), g, rng=7)["auc"],
                      time.perf_counter() - t))  # fmt: skip
+    print(rows, flush=True)
     acc = ["| model | NDCG@10 | Recall@10 | gender AUC (LR) | fit s |", "|---|---|---|---|---|"]
     acc += [f"| {r[0]} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.3f} | {r[4]:.1f} |" for r in rows]
 
@@ -103,6 +104,7 @@ def main() -> None:
             ex = v.get(("excess_snsr_jaccard@10", fam), np.nan)
             audits.append(f"| {label} | {fam} | {v[('snsr_jaccard@10', fam)]:.4f} | "
                           f"{v[('snsr_prag@10', fam)]:.4f} | {ex:.4f} | {p:.4f} |")  # fmt: skip
+        print("\n".join(audits[-5:]), flush=True)
         neutral = v[("cf_ndcg@10", "neutral")]
         other = v[("cf_ndcg@10", "history=other")]
         audits.append(f"| {label} | (cf_ndcg@10 neutral {neutral:.4f}, other history "

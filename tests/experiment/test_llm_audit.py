@@ -7,7 +7,7 @@ import pytest
 
 from debiasrec.data.split import random_split
 from debiasrec.data.synthetic import SyntheticConfig, generate
-from debiasrec.errors import ConfigError
+from debiasrec.errors import ConfigError, DataError
 from debiasrec.experiment.llm_audit import AuditConfig, run_audit
 from debiasrec.models import Pop
 
@@ -70,7 +70,9 @@ def test_no_effect_model_gives_zero_ranges(split) -> None:
 def test_models_without_text_and_bad_configs_are_refused(split) -> None:
     with pytest.raises(ConfigError, match="score_with_texts"):
         run_audit(Pop().fit(split.train), split, config=CFG)
-    with pytest.raises(ConfigError, match="occupation"):
+    with pytest.raises(DataError, match="occupation"):  # has a phrase, but no such column
         run_audit(TextSensitive(split.train, 1.0), split, config={**CFG, "attrs": ["occupation"]})
+    with pytest.raises(ConfigError, match="height"):
+        run_audit(TextSensitive(split.train, 1.0), split, config={**CFG, "attrs": ["height"]})
     with pytest.raises(Exception, match="typo_seeds"):
         AuditConfig(typo_seeds=1)

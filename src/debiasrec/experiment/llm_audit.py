@@ -102,11 +102,13 @@ def _variants(
 ) -> list[tuple[str, str, Variant]]:
     """(family, group label, variant) for every prompt of the audit; family 'neutral' first."""
     fields = renderer.sensitive_fields
-    missing = [a for a in cfg.attrs if a not in renderer.profile]
+    phrases = renderer.user_template.phrases
+    missing = [a for a in cfg.attrs if a not in renderer.profile and a not in phrases]
     if missing:
         raise ConfigError(
-            f"audit attributes {missing} are not profile fields of the user template "
-            f"{renderer.profile}; audit only attributes the text can carry"
+            f"audit attributes {missing} are neither profile fields of the user template "
+            f"{renderer.profile} nor have a phrase in its phrases {sorted(phrases)}; audit only "
+            "attributes the text can carry"
         )
     off = {f: None for f in fields}
     out: list[tuple[str, str, Variant]] = [("neutral", "neutral", Variant("neutral", set=off))]

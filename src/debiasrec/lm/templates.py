@@ -296,10 +296,11 @@ class TextRenderer:
         t = self.user_template
         v = variant or Variant()
         for f in v.set:
-            if f not in self.profile and f not in t.extra_phrases:
+            if f not in self.profile and f not in t.extra_phrases and f not in t.phrases:
                 raise ConfigError(
                     f"variant {v.name!r} sets {f!r}, which is neither a profile field "
-                    f"{self.profile} nor a declared extra phrase {sorted(t.extra_phrases)}"
+                    f"{self.profile} nor has a phrase in phrases {sorted(t.phrases)} or "
+                    f"extra_phrases {sorted(t.extra_phrases)}"
                 )
         table = self.train.user_table
         placebo = t.placebo
