@@ -51,8 +51,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--users", type=int, default=200)
-    ap.add_argument("--cache", default=None, help="embedding cache for the models "
-                    "(default: a fresh temp dir; the speed test always starts empty)")
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="embedding cache for the models "
+        "(default: a fresh temp dir; the speed test always starts empty)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cache = args.cache or tempfile.mkdtemp(prefix="t2t_bench_")
@@ -77,11 +81,15 @@ def main() -> None:
     rows.append(("BPR", *accuracy(bpr, split), leakage(bpr.user_embeddings(), g, rng=7)["auc"],
                  time.perf_counter() - t))  # fmt: skip
     models = {}
-    for label, kw in (("TextTwoTower, profile in text", {"profile": True}),
-                      ("TextTwoTower, profile + placebo in text", {"profile": True,
-                       "user_template": {"placebo": {"colour": PLACEBO}}}),
-                      ("TextTwoTower, history only", {"profile": False}),
-                      ("TextTwoTower, text-only items", {"profile": False, "item_ids": False})):
+    for label, kw in (
+        ("TextTwoTower, profile in text", {"profile": True}),
+        (
+            "TextTwoTower, profile + placebo in text",
+            {"profile": True, "user_template": {"placebo": {"colour": PLACEBO}}},
+        ),
+        ("TextTwoTower, history only", {"profile": False}),
+        ("TextTwoTower, text-only items", {"profile": False, "item_ids": False}),
+    ):
         t = time.perf_counter()
         m = TextTwoTower(cache_dir=cache, **kw).fit(split.train, valid=split.valid, rng=0)
         models[label] = m
@@ -92,8 +100,11 @@ def main() -> None:
     acc += [f"| {r[0]} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.3f} | {r[4]:.1f} |" for r in rows]
 
     audits = []
-    for label in ("TextTwoTower, profile in text", "TextTwoTower, profile + placebo in text",
-                  "TextTwoTower, history only"):
+    for label in (
+        "TextTwoTower, profile in text",
+        "TextTwoTower, profile + placebo in text",
+        "TextTwoTower, history only",
+    ):
         t = time.perf_counter()
         res, _ = run_audit(models[label], split, config={
             "n_users": args.users, "attrs": ["gender", "age", "occupation"], "seed": 0})  # fmt: skip

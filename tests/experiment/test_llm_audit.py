@@ -47,6 +47,8 @@ def test_gender_effect_is_found_beyond_placebo_and_age_is_not(split) -> None:
     assert _value(res, "snsr_jaccard@10", "age") == pytest.approx(0.0)
     assert _value(res, "snsr_jaccard@10", "placebo:colour") == pytest.approx(0.0)
     assert _value(res, "excess_snsr_jaccard@10", "gender") > 0.5
+    ex = res[(res.metric == "excess_snsr_jaccard@10") & (res.group == "gender")].iloc[0]
+    assert 0.5 < ex.ci_low <= ex.value <= ex.ci_high  # the CI excludes 0
     assert _value(res, "p_snsr_jaccard@10", "gender") < 0.05
     assert _value(res, "p_snsr_jaccard@10", "age") > 0.5
     assert set(res.columns) == {"method", "seed", "metric", "group", "value", "ci_low",

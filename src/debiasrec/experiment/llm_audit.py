@@ -13,8 +13,9 @@ Each variant's top-K list is compared with the neutral list (:mod:`debiasrec.met
 Jaccard@K, SERP*@K, PRAG*@K) and with the user's held-out test items (``cf_ndcg@K``: true-preference
 alignment, so legitimate personalisation is told apart from bias). Per attribute, SNSR and SNSV
 summarise the spread across values; ``excess_snsr_*`` is the attribute's SNSR minus the placebo's,
-and ``p_snsr_*`` a within-user permutation p-value, Holm-corrected across the audited attributes
-and the placebo.
+with a paired user-bootstrap 95% CI (an effect beyond the placebo when the CI excludes 0), and
+``p_snsr_*`` a within-user permutation p-value (does the value matter at all), Holm-corrected
+across the audited attributes, intersections and the placebo.
 
 A model takes part if it has ``score_with_texts(user_codes, texts)`` (TextTwoTower, LLMRanker);
 if it also accepts ``history_users=``, the "other history" control swaps its pooled history too.
@@ -129,9 +130,11 @@ def _variants(
             for vb in values[b]:
                 label = f"{a}={va}&{b}={vb}"
                 out.append((inter, label, Variant(label, set={**off, a: va, b: vb})))
-    placebo = cfg.placebo or renderer.user_template.placebo or {
-        "colour": ["blue", "red", "green", "yellow"]
-    }
+    placebo = (
+        cfg.placebo
+        or renderer.user_template.placebo
+        or {"colour": ["blue", "red", "green", "yellow"]}
+    )
     for p, vals in placebo.items():
         if len(vals) < 2:
             raise ConfigError(f"placebo {p!r} needs at least two values")
@@ -256,52 +259,36 @@ def run_audit(
             if fam.startswith("placebo:")
         ]
         floor = float(np.mean(placebo_snsr)) if placebo_snsr else float("nan")
+        placebo_mats = [
+            np.stack([sims[s][lab] for lab in labs])
+            for fam, labs in families.items()
+            if fam.startswith("placebo:")
+        ]
+        # Users resampled with replacement, the same draw for attribute and placebo (paired).
+        boot_idx = [gen.integers(0, len(users), len(users)) for _ in range(cfg.n_boot)]
+
+        def row(metric: str, group: str, value: float, lo: float = np.nan, hi: float = np.nan):
+            rows.append(dict(method=method, seed=cfg.seed, metric=metric, group=group,
+                             value=value, ci_low=lo, ci_high=hi, n=len(users)))  # fmt: skip
+
         pvals: dict[str, float] = {}
         for fam, labs in families.items():
             mat = np.stack([sims[s][lab] for lab in labs])
-            grp = fam
-            rows.append(
-                dict(
-                    method=method,
-                    seed=cfg.seed,
-                    metric=f"snsr_{name}",
-                    group=grp,
-                    value=snsr(mat),
-                    ci_low=np.nan,
-                    ci_high=np.nan,
-                    n=len(users),
-                )
-            )
-            rows.append(
-                dict(
-                    method=method,
-                    seed=cfg.seed,
-                    metric=f"snsv_{name}",
-                    group=grp,
-                    value=snsv(mat),
-                    ci_low=np.nan,
-                    ci_high=np.nan,
-                    n=len(users),
-                )
-            )
+            row(f"snsr_{name}", fam, snsr(mat))
+            row(f"snsv_{name}", fam, snsv(mat))
             if fam != "typo" and not fam.startswith("placebo:"):
-                rows.append(
-                    dict(
-                        method=method,
-                        seed=cfg.seed,
-                        metric=f"excess_snsr_{name}",
-                        group=grp,
-                        value=snsr(mat) - floor,
-                        ci_low=np.nan,
-                        ci_high=np.nan,
-                        n=len(users),
-                    )
-                )
+                lo = hi = float("nan")
+                if boot_idx and placebo_mats:
+                    reps = [
+                        snsr(mat[:, ix]) - float(np.mean([snsr(pm[:, ix]) for pm in placebo_mats]))
+                        for ix in boot_idx
+                    ]
+                    lo, hi = (float(x) for x in np.quantile(reps, [0.025, 0.975]))
+                row(f"excess_snsr_{name}", fam, snsr(mat) - floor, lo, hi)
             if fam != "typo" and cfg.n_perm > 0:
                 pvals[fam] = snsr_permutation_test(mat, n_perm=cfg.n_perm, rng=gen)
         for fam, p in holm(pvals).items():
-            rows.append(dict(method=method, seed=cfg.seed, metric=f"p_snsr_{name}", group=fam,
-                             value=p, ci_low=np.nan, ci_high=np.nan, n=len(users)))  # fmt: skip
+            row(f"p_snsr_{name}", fam, p)
     res = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     per = pd.concat(per_user, ignore_index=True)
     long = []
