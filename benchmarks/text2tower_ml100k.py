@@ -113,8 +113,14 @@ def main() -> None:
         for fam in ("gender", "age", "occupation", "placebo:colour", "typo"):
             p = v.get(("p_snsr_jaccard@10", fam), np.nan)
             ex = v.get(("excess_snsr_jaccard@10", fam), np.nan)
+            ci = res.set_index(["metric", "group"])[["ci_low", "ci_high"]]
+            if ("excess_snsr_jaccard@10", fam) in ci.index:
+                lo, hi = ci.loc[("excess_snsr_jaccard@10", fam)]
+                ex_s = f"{ex:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+            else:
+                ex_s = "–"
             audits.append(f"| {label} | {fam} | {v[('snsr_jaccard@10', fam)]:.4f} | "
-                          f"{v[('snsr_prag@10', fam)]:.4f} | {ex:.4f} | {p:.4f} |")  # fmt: skip
+                          f"{v[('snsr_prag@10', fam)]:.4f} | {ex_s} | {p:.4f} |")  # fmt: skip
         print("\n".join(audits[-5:]), flush=True)
         neutral = v[("cf_ndcg@10", "neutral")]
         other = v[("cf_ndcg@10", "history=other")]
@@ -134,13 +140,14 @@ def main() -> None:
         "values; excess = attribute SNSR minus placebo SNSR; p = within-user permutation test, "
         "Holm-corrected):",
         "",
-        "| model | attribute | SNSR Jaccard@10 | SNSR PRAG*@10 | excess over placebo | p (Holm) |",
+        "| model | attribute | SNSR Jaccard@10 | SNSR PRAG*@10 | excess over placebo [95% CI] "
+        "| p (Holm) |",
         "|---|---|---|---|---|---|",
         *audits,
     ])  # fmt: skip
     print(body)
     write_section("TextTwoTower and counterfactual audit (ML-100K)",
-                  "python benchmarks/text2tower_ml100k.py --threads 2 --users " + str(args.users),
+                  f"python benchmarks/text2tower_ml100k.py --threads {args.threads} --users {args.users}",
                   body)  # fmt: skip
 
 
