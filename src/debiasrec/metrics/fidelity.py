@@ -217,7 +217,7 @@ def genre_distance(
     for g in sorted(set(ga) | set(gb)):
         da = np.asarray((a[ga == g] @ genres).sum(axis=0)).ravel()
         db = np.asarray((b[gb == g] @ genres).sum(axis=0)).ravel()
-        out[g] = js_divergence(da, db)
+        out[str(g)] = js_divergence(da, db)
     return out
 
 

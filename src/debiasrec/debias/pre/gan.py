@@ -1,12 +1,13 @@
 """Conditional WGAN-GP augmentation: synthetic users for a group, and counterfactual twins.
 
-Model (one :class:`ProfileGAN` serves both transforms). Real user ``u`` of group ``g`` is
-represented by its interaction distribution ``v_u = x_u / |x_u|`` (``x_u`` the multi-hot row),
-scaled by the mean profile length so that entries are ``O(1)``.
+Model (one :class:`ProfileGAN` serves both transforms). Real user ``u`` of group ``g`` is its
+multi-hot row ``x_u`` (``|x_u| = L_u`` items).
 
 * Generator ``G(z, c[, h])``: an MLP from noise ``z ~ N(0, I)``, the one-hot group ``c`` and
-  (twins only) a taste code ``h = E(v_u)`` of a seed user to item logits ``l``; its output
-  profile is ``softmax(l)`` (same scale as ``v_u``). A discrete profile of length ``L`` is drawn
+  (twins only) a taste code ``h = E(x_u / L_u)`` of a seed user to item logits ``l``. For a
+  target length ``L`` its continuous profile is ``min(1, L * softmax(l))``, which equals a
+  multi-hot row exactly when the generator spreads its mass evenly over ``L`` items; this is what
+  the critic compares with real rows. A discrete profile of length ``L`` is drawn
   by sampling ``L`` distinct items with probability ``∝ softmax(l)`` (Gumbel-top-``L``, i.e.
   successive sampling without replacement; ``sampling="top"`` takes the ``L`` largest logits).
   ``L`` is drawn from the real length distribution of the target group (balancing), or is the
@@ -15,13 +16,13 @@ scaled by the mean profile length so that entries are ``O(1)``.
 * Training: Wasserstein GAN with gradient penalty, WGAN-GP (Gulrajani et al., "Improved Training
   of Wasserstein GANs", NeurIPS 2017; conditional as in Mirza & Osindero 2014)::
 
-      L_D = E[D(G(z, c'), c')] - E[D(v, c)] + lambda_gp * E[(||grad D(v_hat, c)|| - 1)^2]
+      L_D = E[D(G(z, c'), c')] - E[D(x, c)] + lambda_gp * E[(||grad D(x_hat, c)|| - 1)^2]
       L_G = -E[D(G(z, c'), c')]  (+ recon_weight * L_rec for twins)
 
-  with ``v_hat`` on segments between real and generated profiles, ``critic_steps`` critic
+  with ``x_hat`` on segments between real and generated profiles, ``critic_steps`` critic
   updates per generator update and Adam(beta = (0.5, 0.9)) as in the paper. Conditions ``c'``
-  of generated profiles are drawn from the groups' empirical user distribution (balancing), or
-  uniformly among the groups other than the seed's (twins).
+  and lengths ``L`` of generated profiles are those of randomly drawn real users (balancing), or
+  a group drawn uniformly among those other than the seed's and the seed's length (twins).
 
 Two transforms (both return the training set with new users appended, ids ``gen:k`` /
 ``twin:k``, after the original user codes, in training only; the validation and test splits are
@@ -158,9 +159,10 @@ class ProfileGAN(torch.nn.Module):
             parts.append(self.encoder(seed_rows))
         return self.generator(torch.cat(parts, dim=1))
 
-    def profile(self, logits: torch.Tensor) -> torch.Tensor:
-        """Continuous generated profile on the critic's scale."""
-        return torch.softmax(logits, dim=1) * self.scale
+    def profile(self, logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Continuous generated profile ``min(1, L * softmax(l))`` for target ``lengths``."""
+        p = torch.softmax(logits, dim=1) * lengths.to(logits.dtype).unsqueeze(1)
+        return p.clamp(max=1.0)
 
     def score(self, v: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Critic value of profiles ``v`` under group codes ``cond``."""
@@ -225,10 +227,14 @@ def train_gan(
     def draw(n: int) -> np.ndarray:
         return users[rng.integers(0, len(users), size=n)]
 
-    def fake_conditions(real_idx: np.ndarray) -> torch.Tensor:
-        if not seeded:  # the groups' empirical distribution: another real batch's groups
-            return torch.from_numpy(codes[draw(len(real_idx))])
-        return torch.from_numpy(other_group(codes[real_idx], present, rng))
+    lens_t = torch.from_numpy(lens.astype(np.float32))
+
+    def fake_conditions(real_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Groups and lengths of generated rows (seeded: for the seeds ``real_idx``)."""
+        if not seeded:  # groups and lengths of another batch of real users
+            other = draw(len(real_idx))
+            return torch.from_numpy(codes[other]), lens_t[other]
+        return torch.from_numpy(other_group(codes[real_idx], present, rng)), lens_t[real_idx]
 
     t0 = time.perf_counter()
     last: dict[str, float] = {}
@@ -237,11 +243,12 @@ def train_gan(
         model.train()
         for _ in range(cfg.critic_steps):
             idx = draw(bs)
-            real = _dense(norm, idx) * scale
+            real = _dense(csr, idx)
+            seed_in = _dense(norm, idx) * scale if seeded else None
             c_real = torch.from_numpy(codes[idx])
-            c_fake = fake_conditions(idx)
+            c_fake, l_fake = fake_conditions(idx)
             with torch.no_grad():
-                fake = model.profile(model.logits(c_fake, gen, real if seeded else None))
+                fake = model.profile(model.logits(c_fake, gen, seed_in), l_fake)
             d_real = model.score(real, c_real).mean()
             d_fake = model.score(fake, c_fake).mean()
             eps = torch.rand(bs, 1, generator=gen)
@@ -254,15 +261,15 @@ def train_gan(
             loss_d.backward()
             opt_d.step()
         idx = draw(bs)
-        real = _dense(norm, idx) * scale if seeded else None
-        c_fake = fake_conditions(idx)
-        logits = model.logits(c_fake, gen, real)
-        loss_g = -model.score(model.profile(logits), c_fake).mean()
+        seed_in = _dense(norm, idx) * scale if seeded else None
+        c_fake, l_fake = fake_conditions(idx)
+        logits = model.logits(c_fake, gen, seed_in)
+        loss_g = -model.score(model.profile(logits, l_fake), c_fake).mean()
         rec = torch.zeros(())
         if seeded and recon_weight > 0:
             x = _dense(csr, idx)
             c_own = torch.from_numpy(codes[idx])
-            own_logits = model.logits(c_own, gen, real)
+            own_logits = model.logits(c_own, gen, seed_in)
             rec = (-(torch.log_softmax(own_logits, 1) * x).sum(1) / x.sum(1).clamp(min=1)).mean()
             loss_g = loss_g + recon_weight * rec
         opt_g.zero_grad(set_to_none=True)
