@@ -12,7 +12,9 @@ multi-hot row ``x_u`` (``|x_u| = L_u`` items).
   successive sampling without replacement; ``sampling="top"`` takes the ``L`` largest logits).
   ``L`` is drawn from the real length distribution of the target group (balancing), or is the
   seed user's length (twins).
-* Critic ``D(v, c)``: an MLP on the profile and the one-hot group.
+* Critic ``D(x, c) = w^T phi(x) + e_c^T phi(x)``: an MLP feature map ``phi`` with a linear
+  output and a projection onto a learned group embedding ``e_c`` (the projection discriminator
+  of Miyato & Koyama, "cGANs with Projection Discriminator", ICLR 2018).
 * Training: Wasserstein GAN with gradient penalty, WGAN-GP (Gulrajani et al., "Improved Training
   of Wasserstein GANs", NeurIPS 2017; conditional as in Mirza & Osindero 2014)::
 
@@ -129,13 +131,15 @@ class ProfileGAN(torch.nn.Module):
         self.noise_dim = cfg.noise_dim
         taste = cfg.taste_dim if seeded else 0
         self.generator = _Generator(cfg.noise_dim + n_groups + taste, cfg.hidden, n_items)
+        feat = max(cfg.hidden // 2, 1)
         self.critic = torch.nn.Sequential(
-            torch.nn.Linear(n_items + n_groups, cfg.hidden),
+            torch.nn.Linear(n_items, cfg.hidden),
             torch.nn.LeakyReLU(0.2),
-            torch.nn.Linear(cfg.hidden, cfg.hidden // 2),
+            torch.nn.Linear(cfg.hidden, feat),
             torch.nn.LeakyReLU(0.2),
-            torch.nn.Linear(cfg.hidden // 2, 1),
         )
+        self.critic_out = torch.nn.Linear(feat, 1)
+        self.critic_embed = torch.nn.Embedding(n_groups, feat)
         self.encoder = (
             torch.nn.Sequential(
                 torch.nn.Linear(n_items, cfg.hidden),
@@ -165,9 +169,17 @@ class ProfileGAN(torch.nn.Module):
         return p.clamp(max=1.0)
 
     def score(self, v: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Critic value of profiles ``v`` under group codes ``cond``."""
-        onehot = torch.nn.functional.one_hot(cond, self.n_groups).to(v.dtype)
-        return self.critic(torch.cat([v, onehot], dim=1)).squeeze(1)
+        """Critic value of profiles ``v`` under group codes ``cond`` (projection critic)."""
+        phi = self.critic(v)
+        return self.critic_out(phi).squeeze(1) + (self.critic_embed(cond) * phi).sum(1)
+
+    def critic_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the critic (body, output layer and group embedding)."""
+        return [
+            *self.critic.parameters(),
+            *self.critic_out.parameters(),
+            *self.critic_embed.parameters(),
+        ]
 
 
 def other_group(own: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -220,7 +232,7 @@ def train_gan(
     if model.encoder is not None:
         g_params += list(model.encoder.parameters())
     opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(model.critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(model.critic_parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     present = np.unique(codes[users])
     bs = min(cfg.batch_size, len(users))
 
