@@ -200,7 +200,7 @@ def main() -> None:
             "\nThe baseline and IPS do not depend on the targeted attribute; with the same seeds "
             "they are the rows of the gender section.\n"
         )
-    body += "\n" + verdict(rows)
+    body += "\n" + verdict(rows, args.attr if args.attr in ("gender", "age") else "gender")
     write_section(
         f"Data-level debiasing on ML-100K (BPR, {args.attr})",
         "python benchmarks/augment_ml100k.py "
@@ -214,30 +214,31 @@ def main() -> None:
     )
 
 
-def verdict(rows: dict[str, list[dict[str, float]]]) -> str:
-    """Plain statement of whether each GAN method beats oversampling (mean over seeds)."""
+def verdict(rows: dict[str, list[dict[str, float]]], attr: str = "gender") -> str:
+    """Plain statement of whether each GAN method beats oversampling (means over seeds)."""
     if "oversample" not in rows or not rows["oversample"]:
         return ""
-    base = {k: np.mean([r[k] for r in rows["oversample"]]) for k in ("ndcg", "gap_gender")}
+    key = f"gap_{attr}"
+    base = {k: np.mean([r[k] for r in rows["oversample"]]) for k in ("ndcg", key)}
     out = []
     for m in ("gan_balance", "gan_twins"):
         if not rows.get(m):
             continue
         nd = np.mean([r["ndcg"] for r in rows[m]])
-        gap = np.mean([r["gap_gender"] for r in rows[m]])
-        better_gap = gap < base["gap_gender"]
+        gap = np.mean([r[key] for r in rows[m]])
+        better_gap = gap < base[key]
         better_nd = nd > base["ndcg"]
         if better_gap and better_nd:
-            word = "beats oversampling on both NDCG@10 and the gender gap"
+            word = f"beats oversampling on both NDCG@10 and the {attr} gap"
         elif better_gap:
-            word = "has a smaller gender gap than oversampling but lower NDCG@10"
+            word = f"has a smaller {attr} gap than oversampling but lower NDCG@10"
         elif better_nd:
-            word = "has higher NDCG@10 than oversampling but a larger gender gap"
+            word = f"has higher NDCG@10 than oversampling but a larger {attr} gap"
         else:
-            word = "does NOT beat oversampling (lower NDCG@10 and a larger gender gap)"
+            word = f"does NOT beat oversampling (lower NDCG@10 and a larger {attr} gap)"
         out.append(
-            f"- {m} {word}: NDCG@10 {nd:.4f} vs {base['ndcg']:.4f}, gender gap {gap:.4f} vs "
-            f"{base['gap_gender']:.4f} (means over seeds; see the intervals above)."
+            f"- {m} {word}: NDCG@10 {nd:.4f} vs {base['ndcg']:.4f}, {attr} gap {gap:.4f} vs "
+            f"{base[key]:.4f} (means over seeds; see the intervals above)."
         )
     return "Verdict (mechanical, from the means):\n\n" + "\n".join(out) + "\n"
 
