@@ -56,6 +56,7 @@ import time
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from pydantic import Field
@@ -347,11 +348,12 @@ def sample_profiles(
 
 def _append(
     train: Dataset,
-    table: Any,
+    table: pd.DataFrame,
     rows: np.ndarray,
     items: np.ndarray,
     name: str,
 ) -> Dataset:
+    """``train`` with the generated users (``table``) and their interactions appended."""
     n = len(rows)
     ratings = None if train.ratings is None else np.full(n, np.nan, np.float32)
     stamp = int(train.timestamps.max()) if train.timestamps is not None and len(train) else 0
