@@ -86,10 +86,10 @@ class GANConfig(PreConfig):
 
     attr: str = Field("gender", description="sensitive attribute the generator is conditioned on")
     noise_dim: int = Field(32, ge=1)
-    hidden: int = Field(256, ge=4, description="hidden units of generator, critic and encoder")
+    hidden: int = Field(128, ge=4, description="hidden units of generator, critic and encoder")
     taste_dim: int = Field(64, ge=1, description="taste-code size (twins)")
     steps: int = Field(300, ge=1, description="generator updates")
-    critic_steps: int = Field(5, ge=1, description="critic updates per generator update")
+    critic_steps: int = Field(3, ge=1, description="critic updates per generator update")
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
     gp_weight: float = Field(10.0, ge=0, description="gradient-penalty weight lambda_gp")
