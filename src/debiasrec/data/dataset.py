@@ -53,6 +53,10 @@ class Dataset:
     the original ids for output. Row ``c`` of ``user_table``/``item_table`` describes code ``c``.
     Instances are read-only: arrays are non-writable and transforms return new datasets.
 
+    ``weights`` (optional, float32, finite and ``>= 0``) gives each interaction a training weight,
+    set by pre-processing transforms (:mod:`debiasrec.debias.pre`): torch models scale each
+    positive pair's loss by it (see :meth:`pair_weights`). ``None`` means every weight is 1.
+
     Build one with :meth:`from_frames` (or a loader in :mod:`debiasrec.data.loaders`).
     """
 
@@ -69,17 +73,27 @@ class Dataset:
         item_table: pd.DataFrame | None = None,
         schema: Schema | None = None,
         name: str = "dataset",
+        weights: np.ndarray | None = None,
     ) -> None:
         n = len(users)
         if len(items) != n:
             raise DataError(f"users and items have different lengths ({n} vs {len(items)})")
-        for label, arr in (("ratings", ratings), ("timestamps", timestamps)):
+        for label, arr in (("ratings", ratings), ("timestamps", timestamps), ("weights", weights)):
             if arr is not None and len(arr) != n:
                 raise DataError(f"{label} has length {len(arr)}, expected {n}")
         self.users = _readonly(users, np.int32)
         self.items = _readonly(items, np.int32)
         self.ratings = None if ratings is None else _readonly(ratings, np.float32)
         self.timestamps = None if timestamps is None else _readonly(timestamps, np.int64)
+        self.weights = None if weights is None else _readonly(weights, np.float32)
+        if self.weights is not None and n:
+            bad = ~np.isfinite(self.weights) | (self.weights < 0)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"interaction weights must be finite and >= 0; row {row} has "
+                    f"{float(self.weights[row])!r}"
+                )
         self.user_vocab = pd.Index(user_vocab, name="user_id")
         self.item_vocab = pd.Index(item_vocab, name="item_id")
         for kind, vocab in (("user", self.user_vocab), ("item", self.item_vocab)):
@@ -219,6 +233,7 @@ class Dataset:
             item_table=self.item_table,
             schema=self.schema,
             name=name or self.name,
+            weights=None if self.weights is None else self.weights[index],
         )
 
     def with_interactions(
@@ -229,8 +244,12 @@ class Dataset:
         ratings: np.ndarray | None = None,
         timestamps: np.ndarray | None = None,
         name: str | None = None,
+        weights: np.ndarray | None = None,
     ) -> Dataset:
-        """Same vocabularies and tables, other interactions (for transforms)."""
+        """Same vocabularies and tables, other interactions (for transforms).
+
+        ``weights`` are the new interactions' weights (``None``: unweighted).
+        """
         return Dataset(
             users,
             items,
@@ -242,6 +261,106 @@ class Dataset:
             item_table=self.item_table,
             schema=self.schema,
             name=name or self.name,
+            weights=weights,
+        )
+
+    def with_weights(self, weights: np.ndarray | None, *, name: str | None = None) -> Dataset:
+        """The same interactions with other per-interaction ``weights`` (``None`` removes them)."""
+        return Dataset(
+            self.users,
+            self.items,
+            user_vocab=self.user_vocab,
+            item_vocab=self.item_vocab,
+            ratings=self.ratings,
+            timestamps=self.timestamps,
+            user_table=self.user_table,
+            item_table=self.item_table,
+            schema=self.schema,
+            name=name or self.name,
+            weights=weights,
+        )
+
+    def append_users(
+        self,
+        new_users: pd.DataFrame,
+        users: np.ndarray,
+        items: np.ndarray,
+        *,
+        ratings: np.ndarray | None = None,
+        timestamps: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        name: str | None = None,
+    ) -> Dataset:
+        """Add users (e.g. synthetic ones) after the existing user codes, with their interactions.
+
+        Existing users keep their codes, so splits built on this dataset's vocabulary (valid,
+        test) stay valid for models trained on the result: the new users occupy codes
+        ``n_users .. n_users + len(new_users) - 1``.
+
+        Args:
+            new_users: one row per new user: a ``user_id`` column (ids absent from the
+                vocabulary) and the user-table columns (every sensitive attribute at least;
+                other missing columns are filled with missing values).
+            users: codes *relative to* ``new_users`` (``0`` is its first row) of the new
+                interactions.
+            items: item codes of the new interactions.
+            ratings: their ratings; required (NaN allowed) when this dataset has ratings.
+            timestamps: their timestamps; required when this dataset has timestamps.
+            weights: their weights; when this dataset or the new rows are weighted, missing
+                weights count as 1.
+            name: name of the result.
+
+        Raises:
+            DataError: duplicate or existing ids, missing sensitive columns, codes out of range,
+                or missing ratings/timestamps.
+        """
+        if "user_id" not in new_users.columns:
+            raise DataError(f"new_users needs a 'user_id' column; got {list(new_users.columns)}")
+        ids = pd.Index(new_users["user_id"])
+        clash = ids.intersection(self.user_vocab)
+        if len(clash):
+            raise DataError(f"new user id {_show(clash[0])!r} is already in the user vocabulary")
+        missing = [a for a in self.schema.sensitive_names if a not in new_users.columns]
+        if missing:
+            raise DataError(f"new_users lacks the sensitive attribute column(s) {missing}")
+        users = np.asarray(users, dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= len(ids)):
+            raise DataError(f"new interactions name user rows outside 0..{len(ids) - 1}")
+        table = pd.concat(
+            [self.user_table, new_users.drop(columns=["user_id"]).reset_index(drop=True)],
+            ignore_index=True,
+        )[list(self.user_table.columns)]
+        for col in self.user_table.columns:  # keep categorical dtypes of the original table
+            if isinstance(self.user_table[col].dtype, pd.CategoricalDtype):
+                table[col] = table[col].astype(self.user_table[col].dtype)
+
+        def joined(old: np.ndarray | None, new: np.ndarray | None, label: str) -> Any:
+            if old is None:
+                return None
+            if new is None:
+                raise DataError(f"dataset {self.name!r} has {label}; pass {label} for new rows")
+            return np.concatenate([old, np.asarray(new, dtype=old.dtype)])
+
+        if self.weights is None and weights is None:
+            w = None
+        else:
+            old_w = (
+                np.ones(self.n_interactions, np.float32) if self.weights is None else self.weights
+            )
+            new_w = np.ones(len(users), np.float32) if weights is None else weights
+            w = np.concatenate([old_w, np.asarray(new_w, dtype=np.float32)])
+        return Dataset(
+            np.concatenate([self.users.astype(np.int64), users + self.n_users]),
+            np.concatenate([self.items, np.asarray(items, dtype=np.int32)]),
+            user_vocab=self.user_vocab.append(pd.Index(ids)),
+            item_vocab=self.item_vocab,
+            ratings=joined(self.ratings, ratings, "ratings"),
+            timestamps=joined(self.timestamps, timestamps, "timestamps"),
+            user_table=table,
+            item_table=self.item_table,
+            schema=self.schema,
+            name=name or self.name,
+            weights=w,
         )
 
     # ------------------------------------------------------------------ views
@@ -287,6 +406,30 @@ class Dataset:
             if values == "ones":
                 m.data[:] = 1.0
             self._cache[key] = m
+        return self._cache[key]
+
+    def pair_weights(self) -> np.ndarray:
+        """Weight of each distinct (user, item) pair, aligned with ``csr().data`` (CSR order).
+
+        A pair's weight is the mean of its interactions' weights, so duplicated rows do not
+        change it and all-one weights equal the unweighted case. Without weights: all ones.
+        Cached.
+        """
+        key = ("pair_weights",)
+        if key not in self._cache:
+            csr = self.csr()
+            if self.weights is None:
+                out = np.ones(csr.nnz, dtype=np.float32)
+            else:
+                keys = self.users.astype(np.int64) * self.n_items + self.items
+                uniq, inv = np.unique(keys, return_inverse=True)
+                sums = np.bincount(inv, weights=self.weights, minlength=len(uniq))
+                cnt = np.bincount(inv, minlength=len(uniq))
+                out = (sums / cnt).astype(np.float32)
+                if len(out) != csr.nnz:  # pragma: no cover - CSR is canonical (sorted, summed)
+                    raise DataError("internal: pair weights do not align with the CSR view")
+            out.setflags(write=False)
+            self._cache[key] = out
         return self._cache[key]
 
     def user_counts(self) -> np.ndarray:
@@ -366,6 +509,8 @@ class Dataset:
             cols["rating"] = self.ratings
         if self.timestamps is not None:
             cols["timestamp"] = self.timestamps
+        if self.weights is not None:
+            cols["weight"] = self.weights
         return pd.DataFrame(cols)
 
     def users_frame(self) -> pd.DataFrame:
@@ -383,7 +528,7 @@ class Dataset:
     def fingerprint(self) -> str:
         """SHA-256 (first 16 hex digits) identifying the data in results.
 
-        Covers the interactions (with their ratings and timestamps, or their absence), the whole
+        Covers the interactions (with their ratings, timestamps and weights, or their absence), the whole
         user and item vocabularies, the schema and the user and item tables: two datasets that
         differ in any of these, e.g. in a user's gender, get different fingerprints. The name
         is not included. Cached.
@@ -399,6 +544,9 @@ class Dataset:
                 h.update(f"\x00{label}:{'-' if arr is None else len(arr)}\x00".encode())
                 if arr is not None:
                     h.update(arr.tobytes())
+            if self.weights is not None:  # absent weights leave unweighted fingerprints as before
+                h.update(f"\x00weights:{len(self.weights)}\x00".encode())
+                h.update(self.weights.tobytes())
             for label, vocab in (("user_vocab", self.user_vocab), ("item_vocab", self.item_vocab)):
                 h.update(f"\x00{label}:{len(vocab)}\x00".encode())
                 h.update(_hash_values(pd.Series(vocab.astype(str))))

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.errors import ConfigError
+from debiasrec.errors import ConfigError, DataError
 from debiasrec.metrics.beyond import (
     TIER_NAMES,
     average_popularity,
@@ -36,7 +36,7 @@ from debiasrec.metrics.beyond import (
 )
 from debiasrec.metrics.fairness import by_group, item_group_exposure
 from debiasrec.metrics.ranking import RANKING_METRICS, ranking_metrics
-from debiasrec.metrics.topk import full_ranking_topk, topk_from_scores
+from debiasrec.metrics.topk import full_ranking_topk, pad_rows, topk_from_scores
 from debiasrec.random import np_rng
 
 RESULT_COLUMNS = ["method", "seed", "metric", "group", "value", "ci_low", "ci_high", "n"]
@@ -169,13 +169,15 @@ def evaluate_topk(
 ) -> Evaluation:
     """Metrics of ranked lists ``topk[r]`` for user codes ``users[r]`` against ``test``.
 
-    ``train`` gives item popularity (ARP, long tail, novelty, tiers). Sensitive attributes come from
-    ``test``'s user table; they are read here, for evaluation only.
+    ``train`` gives item popularity (ARP, long tail, novelty, tiers), counted on ``test``'s users
+    only when ``train`` has appended users (see :func:`original_users`). Sensitive attributes
+    come from ``test``'s user table; they are read here, for evaluation only.
     """
     cfg = config or EvalConfig()
     kmax = max(cfg.ks)
     if topk.shape[1] < kmax:
         raise ConfigError(f"lists have {topk.shape[1]} items but eval.ks asks for @{kmax}")
+    train = original_users(train, test)
     truth = test.csr()[users]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no relevant.*")
@@ -227,6 +229,40 @@ def evaluate_topk(
     return Evaluation(per_user=per_user, results=results, topk=topk, users=users, scores=scores)
 
 
+def original_users(train: Dataset, test: Dataset) -> Dataset:
+    """``train`` restricted to the users of ``test``'s vocabulary when users were appended to it.
+
+    A pre-processing transform may append users (synthetic, oversampled) after the original
+    codes (:meth:`Dataset.append_users`); they exist for training only, so popularity-based
+    metrics count the original users' interactions alone. Returns ``train`` itself otherwise.
+
+    Raises:
+        DataError: ``train``'s user vocabulary does not start with ``test``'s.
+    """
+    n = test.n_users
+    if train.n_users == n:
+        return train
+    if train.n_users < n or not train.user_vocab[:n].equals(test.user_vocab):
+        raise DataError(
+            f"train ({train.n_users} users) and test ({n} users) do not share the user "
+            "vocabulary; train may only extend test's users with appended ones"
+        )
+    real = train.subset(train.users < n)
+    return Dataset(
+        real.users,
+        real.items,
+        user_vocab=test.user_vocab,
+        item_vocab=real.item_vocab,
+        ratings=real.ratings,
+        timestamps=real.timestamps,
+        user_table=test.user_table,
+        item_table=real.item_table,
+        schema=real.schema,
+        name=real.name,
+        weights=real.weights,
+    )
+
+
 def _scalar(metric: str, value: float, group: str = "all") -> dict[str, Any]:
     return {"metric": metric, "group": group, "value": float(value), "ci_low": np.nan,
             "ci_high": np.nan, "n": np.nan}
@@ -255,10 +291,16 @@ def evaluate_model(
     """Rank with ``score_fn`` under the configured protocol and evaluate on ``test``.
 
     Training items, and validation items when ``valid`` is given, are never ranked.
+
+    ``train`` may have more users than ``test`` (users appended by a pre-processing transform,
+    e.g. synthetic ones, see :meth:`Dataset.append_users`): only ``test``'s users are evaluated,
+    and item popularity for the beyond-accuracy metrics is counted on the original users only.
     """
     cfg = config or EvalConfig()
     users = eval_users(test)
+    n_rows = max(train.n_users, test.n_users)
     exclude = [train.csr()] + ([valid.csr()] if valid is not None else [])
+    exclude = [pad_rows(m, n_rows) for m in exclude]
     kmax = max(cfg.ks)
     if cfg.sampled_negatives:
         seen = exclude[0] if len(exclude) == 1 else (exclude[0] + exclude[1])
@@ -277,6 +319,7 @@ __all__ = [
     "eval_users",
     "evaluate_model",
     "evaluate_topk",
+    "original_users",
     "rank_full",
     "rank_sampled",
 ]

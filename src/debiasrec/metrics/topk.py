@@ -16,6 +16,19 @@ import torch
 ScoreFn = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
 
+def pad_rows(m: sp.csr_matrix, n_rows: int) -> sp.csr_matrix:
+    """``m`` with empty rows appended up to ``n_rows`` (unchanged when it has that many).
+
+    Valid/test matrices of a split have one row per original user; a training set augmented
+    with appended users (:meth:`debiasrec.data.Dataset.append_users`) has more, and the extra users have no
+    held-out interactions.
+    """
+    if m.shape[0] >= n_rows:
+        return m
+    indptr = np.concatenate([m.indptr, np.full(n_rows - m.shape[0], m.indptr[-1])])
+    return sp.csr_matrix((m.data, m.indices, indptr), shape=(n_rows, m.shape[1]))
+
+
 def mask_rows(scores: torch.Tensor, users: np.ndarray, exclude: Sequence[sp.csr_matrix]) -> None:
     """Set ``scores[r, j] = -inf`` in place for every item ``j`` of ``users[r]`` in ``exclude``."""
     for mat in exclude:

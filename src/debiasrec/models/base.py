@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError, NotFittedError
-from debiasrec.metrics.topk import full_ranking_topk
+from debiasrec.metrics.topk import full_ranking_topk, pad_rows
 
 
 class ModelConfig(BaseModel):
@@ -130,13 +130,17 @@ class Recommender(ABC):
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         users = np.arange(self.n_users_) if users is None else self._check_users(users)
-        masks = [self.train_csr_, *(sp.csr_matrix(m) for m in exclude or [])]
-        for m in masks[1:]:
-            if m.shape != self.train_csr_.shape:
+        masks = [self.train_csr_]
+        for m in (sp.csr_matrix(x) for x in exclude or []):
+            n_u, n_i = self.train_csr_.shape
+            if m.shape[1] != n_i or m.shape[0] > n_u:
                 raise DataError(
                     f"exclude matrices must be {self.train_csr_.shape} (users x items), "
                     f"got {m.shape}"
                 )
+            # A split part of the original data has fewer rows than a training set with
+            # appended (e.g. synthetic) users: those users have nothing to exclude.
+            masks.append(pad_rows(m, n_u))
         items, scores = full_ranking_topk(self._score_block, users, k, masks, chunk=chunk)
         return Recs(users=users, items=items, scores=scores)
 

@@ -6,6 +6,11 @@ For a training pair ``(u, i)`` and a uniformly sampled non-interacted item ``j``
 
 averaged over the batch. Negatives are drawn for the whole epoch at once (vectorised, with
 rejection of positives); the score of ``(u, j)`` is ``<p_u, q_j>``.
+
+Weighted training data (``Dataset.weights``, set by :mod:`debiasrec.debias.pre`): each row's
+BPR and L2 terms are multiplied by its pair's weight ``w_ui`` (``Dataset.pair_weights``) before
+averaging over the batch, ``sum_r w_r * loss_r / batch``, so a weight ``k`` acts like ``k``
+copies of the pair and a weight 0 removes it from training entirely.
 """
 
 from __future__ import annotations
@@ -75,6 +80,36 @@ class _BPRLoss(torch.autograd.Function):
         return gu, gi, gj, None
 
 
+class _WeightedBPRLoss(torch.autograd.Function):
+    """:class:`_BPRLoss` with a weight per row on both the BPR and the L2 term."""
+
+    @staticmethod
+    def forward(ctx, u, qi, qj, w, reg):  # type: ignore[override]
+        d = qi - qj
+        x = (u * d).sum(1)
+        n = x.shape[0]
+        bpr = (w * torch.nn.functional.softplus(-x)).sum() / n
+        sq = u.pow(2).sum(1) + qi.pow(2).sum(1) + qj.pow(2).sum(1)
+        l2 = 0.5 * reg * (w * sq).sum() / n
+        ctx.save_for_backward(u, qi, qj, d, torch.sigmoid(-x), w)
+        ctx.reg, ctx.n = reg, n
+        return bpr, l2
+
+    @staticmethod
+    def backward(ctx, g_bpr, g_l2):  # type: ignore[override]
+        u, qi, qj, d, sig, w = ctx.saved_tensors
+        c = (sig * w).mul(-(g_bpr / ctx.n)).unsqueeze(1)
+        gu = d * c
+        gi = u * c
+        gj = gi.neg()
+        if ctx.reg:
+            r = (w * (float(g_l2) * ctx.reg / ctx.n)).unsqueeze(1)
+            gu.add_(u * r)
+            gi.add_(qi * r)
+            gj.add_(qj * r)
+        return gu, gi, gj, None, None
+
+
 class _MF(torch.nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int) -> None:
         super().__init__()
@@ -99,6 +134,7 @@ class BPR(TorchRecommender):
         self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
         self._pos_items = csr.indices.astype(np.int64)
         self._pos_keys = self._pos_users * train.n_items + self._pos_items  # sorted (CSR order)
+        self._pos_w = None if train.weights is None else train.pair_weights()
 
     def _build_empty(self) -> None:
         cfg: BPRConfig = self.config  # type: ignore[assignment]
@@ -113,9 +149,13 @@ class BPR(TorchRecommender):
         pos = self._pos_items[perm]
         neg = bpr_negatives(users, train.n_items, self._pos_keys, rng)
         u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
+        w_t = None if self._pos_w is None else torch.from_numpy(self._pos_w[perm])
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
-            yield {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+            batch = {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+            if w_t is not None:
+                batch["weight"] = w_t[sl]
+            yield batch
 
     def user_repr(self, users: torch.Tensor) -> torch.Tensor:
         """User representation used for scoring (what adversaries and probes see)."""
@@ -125,7 +165,10 @@ class BPR(TorchRecommender):
         cfg: BPRConfig = self.config  # type: ignore[assignment]
         u = self.user_repr(batch["users"])
         qi, qj = self.module.item(torch.cat([batch["pos"], batch["neg"]])).chunk(2)
-        bpr, l2 = _BPRLoss.apply(u, qi, qj, cfg.reg)
+        if "weight" in batch:
+            bpr, l2 = _WeightedBPRLoss.apply(u, qi, qj, batch["weight"], cfg.reg)
+        else:
+            bpr, l2 = _BPRLoss.apply(u, qi, qj, cfg.reg)
         return {"bpr": bpr, "reg": l2} if cfg.reg > 0 else {"bpr": bpr}
 
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,11 @@ Similarity of items ``i`` and ``j`` over the binary user x item matrix ``X``:
 For each target item ``j`` only its ``k`` most similar items are kept (``W[:, j]`` has ``k``
 non-zeros), and ``score(u, j) = sum_i X[u, i] * W[i, j]``. Similarities are computed in blocks of
 target items, so memory is ``O(n_items * block)`` rather than ``O(n_items^2)``.
+
+Weighted training data (``Dataset.weights``): similarities are computed on ``X_w`` with entries
+``sqrt(w_ui)`` (``Dataset.pair_weights``), so a user whose interactions all weigh ``k`` counts in
+every co-occurrence like ``k`` copies of that user; scoring still sums over the user's binary
+history ``X``.
 """
 
 from __future__ import annotations
@@ -36,14 +41,19 @@ class ItemKNN(Recommender):
     def _fit(self, train: Dataset, *, valid: Dataset | None, rng: object) -> None:
         cfg: ItemKNNConfig = self.config  # type: ignore[assignment]
         x = train.csr().astype(np.float32)
-        xt = x.T.tocsr()
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel()).astype(np.float32)
+        if train.weights is not None:
+            xw = x.copy()
+            xw.data = np.sqrt(train.pair_weights()).astype(np.float32)
+        else:
+            xw = x
+        xt = xw.T.tocsr()
+        norms = np.sqrt(np.asarray(xw.multiply(xw).sum(axis=0)).ravel()).astype(np.float32)
         n = x.shape[1]
         k = min(cfg.k, n - 1) if n > 1 else 0
         rows_out, cols_out, vals_out = [], [], []
         for start in range(0, n, cfg.block):
             stop = min(start + cfg.block, n)
-            co = (xt @ x[:, start:stop]).toarray()  # [n_items, block] co-occurrence counts
+            co = (xt @ xw[:, start:stop]).toarray()  # [n_items, block] co-occurrence counts
             denom = norms[:, None] * norms[None, start:stop] + cfg.shrink
             with np.errstate(divide="ignore", invalid="ignore"):
                 sim = np.where(denom > 0, co / np.where(denom > 0, denom, 1.0), 0.0)
@@ -76,8 +86,11 @@ class ItemKNN(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         w = self.sim_.tocsr()
-        return {"w_data": w.data, "w_indices": w.indices.astype(np.int64),
-                "w_indptr": w.indptr.astype(np.int64)}
+        return {
+            "w_data": w.data,
+            "w_indices": w.indices.astype(np.int64),
+            "w_indptr": w.indptr.astype(np.int64),
+        }
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         n = self.n_items_

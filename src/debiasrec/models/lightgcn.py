@@ -3,6 +3,11 @@
 With the normalised bipartite adjacency ``A_hat = D^-1/2 A D^-1/2`` and layer-0 embeddings
 ``E_0`` of users and items, ``E_{l+1} = A_hat E_l`` and the final embedding is the layer mean
 ``E = (E_0 + ... + E_L) / (L + 1)``. Trained with BPR on ``E``, L2 on the batch's ``E_0`` rows.
+
+Weighted training data (``Dataset.weights``): as in BPR-MF, each row's BPR and L2 terms are
+multiplied by its pair's weight (``Dataset.pair_weights``) before averaging over the batch. The
+propagation graph stays the unweighted interaction graph: a weight-0 pair contributes no loss
+but still links its user and item in ``A_hat``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class LightGCN(TorchRecommender):
         self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
         self._pos_items = csr.indices.astype(np.int64)
         self._pos_keys = self._pos_users * train.n_items + self._pos_items
+        self._pos_w = None if train.weights is None else train.pair_weights()
         self._final: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _build_empty(self) -> None:
@@ -109,9 +115,13 @@ class LightGCN(TorchRecommender):
         users, pos = self._pos_users[perm], self._pos_items[perm]
         neg = bpr_negatives(users, train.n_items, self._pos_keys, rng)
         u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
+        w_t = None if self._pos_w is None else torch.from_numpy(self._pos_w[perm])
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
-            yield {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+            batch = {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+            if w_t is not None:
+                batch["weight"] = w_t[sl]
+            yield batch
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg: LightGCNConfig = self.config  # type: ignore[assignment]
@@ -119,11 +129,23 @@ class LightGCN(TorchRecommender):
         users_f, items_f = self.propagate()
         u = self.filter_user(users_f[batch["users"]])
         x = (u * (items_f[batch["pos"]] - items_f[batch["neg"]])).sum(1)
-        terms = {"bpr": torch.nn.functional.softplus(-x).mean()}
+        w = batch.get("weight")
+        if w is None:
+            terms = {"bpr": torch.nn.functional.softplus(-x).mean()}
+        else:
+            terms = {"bpr": (w * torch.nn.functional.softplus(-x)).sum() / len(x)}
         if cfg.reg > 0:
             u0 = self.module.user(batch["users"])
-            i0 = self.module.item(torch.cat([batch["pos"], batch["neg"]]))
-            terms["reg"] = cfg.reg * 0.5 * (u0.pow(2).sum() + i0.pow(2).sum()) / len(x)
+            if w is None:
+                i0 = self.module.item(torch.cat([batch["pos"], batch["neg"]]))
+                terms["reg"] = cfg.reg * 0.5 * (u0.pow(2).sum() + i0.pow(2).sum()) / len(x)
+            else:
+                sq = (
+                    u0.pow(2).sum(1)
+                    + self.module.item(batch["pos"]).pow(2).sum(1)
+                    + self.module.item(batch["neg"]).pow(2).sum(1)
+                )
+                terms["reg"] = cfg.reg * 0.5 * (w * sq).sum() / len(x)
         return terms
 
     def _finals(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,11 @@ the decoder maps ``z`` to logits over all items. Loss per user:
 
 with ``beta`` annealed linearly from 0 to ``anneal_cap`` over ``total_anneal_steps`` updates.
 Scores are the decoder logits at ``z = mu``; ``mu`` is the user representation.
+
+Weighted training data (``Dataset.weights``): the multinomial log-likelihood weights each item
+of the row by its pair weight, ``-sum_i w_ui x_ui log softmax(f(z))_i``, and the KL term of user
+``u`` is multiplied by ``w_u``, the mean weight of the user's pairs; the encoder still reads the
+unweighted row. A user whose pairs all weigh 0 contributes nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class MultVAE(TorchRecommender):
     Config = MultVAEConfig
     has_embeddings = True
     _noise_gen: torch.Generator | None = None  # drives dropout and the reparameterisation noise
+    _wrows: sp.csr_matrix | None = None  # pair weights by row (weighted training data only)
+    _user_w: np.ndarray | None = None  # mean pair weight of each user (weighted data only)
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         cfg: MultVAEConfig = self.config  # type: ignore[assignment]
@@ -86,6 +93,17 @@ class MultVAE(TorchRecommender):
             self.module = _VAE(train.n_items, cfg.hidden, cfg.latent, cfg.dropout)
         self._noise_gen = gen
         self._rows: sp.csr_matrix = train.csr()
+        self._wrows = None
+        self._user_w = None
+        if train.weights is not None:
+            pw = train.pair_weights()
+            self._wrows = sp.csr_matrix(
+                (pw, self._rows.indices, self._rows.indptr), shape=self._rows.shape
+            )
+            cnt = np.diff(self._rows.indptr)
+            rows = np.repeat(np.arange(len(cnt)), cnt)
+            sums = np.bincount(rows, weights=pw, minlength=len(cnt))
+            self._user_w = (sums / np.maximum(cnt, 1)).astype(np.float32)
         self._step = 0
 
     def _build_empty(self) -> None:
@@ -134,8 +152,15 @@ class MultVAE(TorchRecommender):
         eps = torch.randn(std.shape, generator=self._noise_gen)
         # An installed user filter sits between the sampled code and the decoder.
         logits = self.module.decode(self.filter_user(mu + eps * std))
-        nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1).mean()
+        kl_u = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+        if self._wrows is None or self._user_w is None:
+            nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
+            kl = kl_u.mean()
+        else:
+            users = batch["users"].numpy()
+            xw = torch.from_numpy(self._wrows[users].toarray())
+            nll = -(F.log_softmax(logits, dim=1) * xw).sum(1).mean()
+            kl = (torch.from_numpy(self._user_w[users]) * kl_u).mean()
         beta = min(cfg.anneal_cap, self._step / cfg.total_anneal_steps)
         self._step += 1
         return {"nll": nll, "kl": beta * kl}

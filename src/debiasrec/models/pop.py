@@ -1,4 +1,8 @@
-"""Most-popular baseline."""
+"""Most-popular baseline.
+
+With weighted training data (``Dataset.weights``) an item's popularity is the sum of its
+interactions' weights (weighted counts) instead of their number.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,21 @@ class PopConfig(ModelConfig):
 
 
 class Pop(Recommender):
-    """Scores every item by its number of training interactions (same list for every user)."""
+    """Scores every item by its number of training interactions (same list for every user).
+
+    Weighted training data: the sum of the item's interaction weights.
+    """
 
     name = "pop"
     Config = PopConfig
 
     def _fit(self, train: Dataset, *, valid: Dataset | None, rng: object) -> None:
-        self.item_pop_ = train.item_counts().astype(np.float32)
+        if train.weights is None:
+            self.item_pop_ = train.item_counts().astype(np.float32)
+        else:
+            self.item_pop_ = np.bincount(
+                train.items, weights=train.weights, minlength=train.n_items
+            ).astype(np.float32)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.item_pop_, (len(users), self.n_items_)).copy()

@@ -11,9 +11,10 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError
 
 
 class PreConfig(BaseModel):
@@ -29,10 +30,16 @@ class PreTransform(ABC):
     Config: ClassVar[type[PreConfig]] = PreConfig
 
     def __init__(self, config: PreConfig | dict[str, Any] | None = None, **params: Any) -> None:
-        if isinstance(config, PreConfig):
-            self.config = config.model_copy(update=params)
-        else:
-            self.config = self.Config.model_validate({**(config or {}), **params})
+        """Validate the config (a config object, a dict and/or keyword overrides).
+
+        Raises:
+            ConfigError: an unknown or invalid field; the message names it.
+        """
+        base = config.model_dump() if isinstance(config, PreConfig) else dict(config or {})
+        try:
+            self.config = self.Config.model_validate({**base, **params})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid config for pre-processing {self.name!r}: {exc}") from None
         self.report_: dict[str, Any] = {}
 
     @abstractmethod
