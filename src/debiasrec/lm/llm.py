@@ -29,6 +29,7 @@ import io
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +145,9 @@ def _dequantize_to(transformers: Any, gguf: Path, folder: Path) -> None:
     if hasattr(module.config, "quantization_config"):
         del module.config.quantization_config
     tmp.mkdir(parents=True, exist_ok=True)
-    module.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    with contextlib.redirect_stderr(io.StringIO()):
+        module.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, folder)  # atomic: readers see a whole folder or none
@@ -552,3 +554,155 @@ class CausalLM:
                 for row in gen[:, width:]:
                     out.append(self.tokenizer.decode(row, skip_special_tokens=True))
         return out
+
+
+# ---------------------------------------------------------------------- LoRA fine-tuning
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter settings (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021).
+
+    Each adapted weight ``W`` (``target_modules``) becomes ``W + (alpha / rank) * B A`` with
+    ``A: rank x d_in``, ``B: d_out x rank`` trained and ``W`` frozen; ``B`` starts at zero, so
+    the adapted model starts equal to the base model.
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def peft_config(self) -> Any:
+        peft = _require("peft")
+        return peft.LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+
+def add_lora(lm: CausalLM, settings: LoraSettings, *, seed: int) -> None:
+    """Wrap ``lm``'s module with fresh LoRA adapters (initialised from ``seed``, no global state)."""
+    peft = _require("peft")
+    torch = _require("torch")
+    lm.load()
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft calls a transformers method that transformers 5 deprecates; not ours to fix.
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.manual_seed(seed)
+        model = peft.get_peft_model(lm.base_model(), settings.peft_config())
+    lm.set_module(model)
+
+
+def remove_lora(lm: CausalLM) -> None:
+    """Drop any adapters from ``lm`` (back to the base weights)."""
+    if lm._module is not None and hasattr(lm._module, "unload"):
+        lm.set_module(lm._module.unload())
+
+
+def lora_state(lm: CausalLM) -> dict[str, np.ndarray]:
+    """The adapter weights of ``lm`` as float32 arrays (empty without adapters)."""
+    if lm._module is None or not hasattr(lm._module, "peft_config"):
+        return {}
+    peft = _require("peft")
+    sd = peft.get_peft_model_state_dict(lm._module)
+    return {k: v.detach().float().cpu().numpy() for k, v in sd.items()}
+
+
+def load_lora(lm: CausalLM, settings: LoraSettings, state: dict[str, np.ndarray]) -> None:
+    """Add adapters to ``lm`` and set their weights from :func:`lora_state` output."""
+    peft = _require("peft")
+    torch = _require("torch")
+    add_lora(lm, settings, seed=0)
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    result = peft.set_peft_model_state_dict(lm._module, tensors)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ConfigError(
+            f"saved LoRA weights do not fit the adapter settings: unexpected {unexpected[:3]}"
+        )
+    lm._module.eval()
+
+
+def sequence_loss(
+    lm: CausalLM, prompts: Sequence[str], targets: Sequence[str], *, batch_size: int = 8
+) -> float:
+    """Mean next-token cross-entropy of ``targets`` given ``prompts`` (nats per target token)."""
+    lp = lm.score_candidates(prompts, [[t] for t in targets], batch_size=batch_size)
+    return float(-np.nansum(lp.sum) / lp.n_tokens.sum())
+
+
+def finetune(
+    lm: CausalLM,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 4,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``lm``'s trainable parameters (its LoRA adapters) on ``prompt -> target`` pairs.
+
+    The loss is the next-token cross-entropy of the target tokens (and the end-of-answer token)
+    only; prompt tokens are context. Examples are shuffled each epoch with ``seed``; dropout
+    draws from a forked torch RNG, so the global random state is untouched.
+
+    Returns:
+        Mean training loss (nats per target token) of each epoch.
+    """
+    if len(prompts) != len(targets):
+        raise ConfigError(f"finetune: {len(prompts)} prompts but {len(targets)} targets")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ConfigError("finetune: epochs and batch_size must be >= 1 and lr > 0")
+    torch = _require("torch")
+    lm.load()
+    p_ids = lm.prompt_ids(prompts)
+    t_ids = lm.candidate_ids(list(targets))
+    params = [p for p in lm.module.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("finetune: the model has no trainable parameters; add LoRA adapters")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    base = lm.base_model()
+    losses = []
+    with torch.random.fork_rng(devices=[lm.device] if lm.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        lm.module.train()
+        try:
+            for _ in range(epochs):
+                order = rng.permutation(len(p_ids))
+                tot, n_tok = 0.0, 0
+                for s in range(0, len(order), batch_size):
+                    idx = order[s : s + batch_size]
+                    seqs = [p_ids[i] + t_ids[i] for i in idx]
+                    width = max(len(x) for x in seqs)
+                    ids = torch.full((len(idx), width), lm.pad_id, dtype=torch.long)
+                    mask = torch.zeros((len(idx), width), dtype=torch.long)
+                    labels = torch.full((len(idx), width), -100, dtype=torch.long)
+                    for r, i in enumerate(idx):
+                        n_p, n_t = len(p_ids[i]), len(t_ids[i])
+                        ids[r, : n_p + n_t] = torch.tensor(seqs[r])
+                        mask[r, : n_p + n_t] = 1
+                        labels[r, n_p : n_p + n_t] = torch.tensor(t_ids[i])
+                    ids, mask, labels = (x.to(lm.device) for x in (ids, mask, labels))
+                    logits = base(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                    lg = logits[:, :-1].float()
+                    tg = labels[:, 1:]
+                    n = int((tg != -100).sum())
+                    loss = torch.nn.functional.cross_entropy(
+                        lg.reshape(-1, lg.shape[-1]), tg.reshape(-1), ignore_index=-100,
+                        reduction="sum",
+                    ) / n  # fmt: skip
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    tot += float(loss.detach()) * n
+                    n_tok += n
+                losses.append(tot / max(n_tok, 1))
+        finally:
+            lm.module.eval()
+    return losses

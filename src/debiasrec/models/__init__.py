@@ -7,6 +7,7 @@ from debiasrec.models.base import ModelConfig, Recommender, Recs
 from debiasrec.models.bpr import BPR
 from debiasrec.models.itemknn import ItemKNN
 from debiasrec.models.lightgcn import LightGCN
+from debiasrec.models.llm_ranker import LLMRanker
 from debiasrec.models.multvae import MultVAE
 from debiasrec.models.pop import Pop
 
@@ -16,6 +17,7 @@ MODELS: dict[str, type[Recommender]] = {
     "bpr": BPR,
     "multvae": MultVAE,
     "lightgcn": LightGCN,
+    "llm_ranker": LLMRanker,
 }
 
 
@@ -31,5 +33,5 @@ def model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
 
 
-__all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "ModelConfig", "MultVAE", "Pop", "Recommender",
+__all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "LLMRanker", "ModelConfig", "MultVAE", "Pop", "Recommender",
            "Recs", "model_class"]

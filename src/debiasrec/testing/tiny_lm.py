@@ -7,6 +7,8 @@ folder like any Hugging Face model, so tests exercise the real loading path with
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,7 @@ def save_tiny_causal_lm(folder: str | Path, seed: int = 0, **kwargs: Any) -> Pat
     """Write :func:`tiny_causal_lm` into ``folder`` (loadable by name with ``from_pretrained``)."""
     folder = Path(folder)
     model, tok = tiny_causal_lm(seed, **kwargs)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    with contextlib.redirect_stderr(io.StringIO()):  # save_pretrained's progress bar
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
     return folder
