@@ -71,7 +71,8 @@ def tiny_causal_lm(
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
     )
-    model = transformers.LlamaForCausalLM(cfg)
+    with torch.random.fork_rng(devices=[]):  # the default init draws from the global RNG
+        model = transformers.LlamaForCausalLM(cfg)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
