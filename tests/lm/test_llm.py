@@ -176,7 +176,7 @@ def test_title_matching_exact_fuzzy_unmatched() -> None:
         "1. The Usual Suspects (1995)\n"
         "2) star wars\n"
         "- Twelve Monkies\n"
-        "* \"Amélie\"\n"
+        '* "Amélie"\n'
         "5. The Matrix\n"
         "\n"
         "6. Bob\n"

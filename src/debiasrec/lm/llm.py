@@ -410,7 +410,8 @@ class CausalLM:
             elif method == "packed":
                 for s in range(0, n, batch_size):
                     rows = self._packed_batch(
-                        list(prompt_ids[s : s + batch_size]), list(candidate_ids[s : s + batch_size])
+                        list(prompt_ids[s : s + batch_size]),
+                        list(candidate_ids[s : s + batch_size]),
                     )
                     for r, vals in enumerate(rows):
                         total[s + r, : len(vals)] = vals

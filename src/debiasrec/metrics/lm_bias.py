@@ -34,7 +34,9 @@ def rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 2:
-        raise DataError(f"rowwise_spearman needs two 2-D arrays of one shape, got {x.shape}, {y.shape}")
+        raise DataError(
+            f"rowwise_spearman needs two 2-D arrays of one shape, got {x.shape}, {y.shape}"
+        )
     bad = np.isnan(x) | np.isnan(y)
     x = np.where(bad, np.nan, x)
     y = np.where(bad, np.nan, y)
@@ -85,7 +87,9 @@ def popularity_bias(scores: np.ndarray, items: np.ndarray, popularity: np.ndarra
         popularity: interaction count (or share) of every item.
     """
     items = np.asarray(items)
-    pop = np.where(items >= 0, np.asarray(popularity, dtype=np.float64)[np.maximum(items, 0)], np.nan)
+    pop = np.where(
+        items >= 0, np.asarray(popularity, dtype=np.float64)[np.maximum(items, 0)], np.nan
+    )
     return rowwise_spearman(scores, pop)
 
 

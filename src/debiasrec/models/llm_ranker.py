@@ -91,7 +91,9 @@ class LLMRankerConfig(ModelConfig):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
     # generation
     generate_instruction: str = _DEFAULT_GENERATE
     generate_max_new_tokens: int = Field(160, ge=1)
@@ -340,9 +342,7 @@ class LLMRanker(Recommender):
         need = sorted({int(i) for i in np.unique(items) if i >= 0} - set(self._prior))
         if need:
             prompt = self._prompts([self.compose_user_text(cfg.content_free_user, [])])
-            lp = self.lm_.score_candidates(
-                prompt, [[self.titles_[i] for i in need]], batch_size=1
-            )
+            lp = self.lm_.score_candidates(prompt, [[self.titles_[i] for i in need]], batch_size=1)
             self._prior.update(zip(need, lp.sum[0].tolist(), strict=True))
         flat = np.array([self._prior.get(int(i), np.nan) for i in items.ravel()])
         return flat.reshape(items.shape)
@@ -514,7 +514,11 @@ class LLMRanker(Recommender):
         from debiasrec.lm.llm import load_lora
 
         retr = self._retriever_class()(dict(self.config.retriever_params))  # type: ignore[attr-defined]
-        retr.n_users_, retr.n_items_, retr.train_csr_ = self.n_users_, self.n_items_, self.train_csr_
+        retr.n_users_, retr.n_items_, retr.train_csr_ = (
+            self.n_users_,
+            self.n_items_,
+            self.train_csr_,
+        )
         retr._load_state(
             {k[len("retriever.") :]: v for k, v in state.items() if k.startswith("retriever.")}
         )
