@@ -244,3 +244,15 @@ def test_generation_mode_runs_the_llm(split: Split) -> None:
     assert (accounted <= res.n_listed).all()
     with pytest.raises(ConfigError):
         m.recommend_generate(np.array([0]), k=0)
+
+
+def test_a_fitted_retriever_can_be_shared(fitted: LLMRanker, split: Split) -> None:
+    shared = fitted.retriever_
+    m = make(length_norm="sum").fit(split.train, rng=0, retriever=shared)
+    assert m.retriever_ is shared
+    users = np.arange(10)
+    np.testing.assert_array_equal(m.candidates(users)[0], fitted.candidates(users)[0])
+    from debiasrec.models import Pop
+
+    with pytest.raises(ConfigError, match="pop"):
+        make().fit(split.train, rng=0, retriever=Pop().fit(split.train))

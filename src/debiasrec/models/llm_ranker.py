@@ -235,6 +235,47 @@ class LLMRanker(Recommender):
         return self.lm_
 
     # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        train: Dataset,
+        *,
+        valid: Dataset | None = None,
+        rng: int | np.random.Generator | None = None,
+        retriever: Recommender | None = None,
+    ) -> LLMRanker:
+        """Fit the retriever (unless a fitted ``retriever`` is given), then the LLM part.
+
+        Args:
+            train: training data.
+            valid: validation data (passed to the retriever for early stopping).
+            rng: seed or generator (retriever seed, fine-tuning sample, adapter init).
+            retriever: an already fitted recommender on the same ``train`` to use as the
+                retriever (e.g. shared by several rankers in a comparison). It must be of the
+                class ``config.retriever`` names; for :meth:`load` to rebuild it,
+                ``config.retriever_params`` should describe it too.
+        """
+        if retriever is not None:
+            if retriever.name != self._retriever_class().name:
+                raise ConfigError(
+                    f"the given retriever is a {retriever.name!r} model but config.retriever is "
+                    f"{self.config.retriever!r}"  # type: ignore[attr-defined]
+                )
+            if (
+                not hasattr(retriever, "n_users_")
+                or retriever.n_users_ != train.n_users
+                or (retriever.n_items_ != train.n_items)
+            ):
+                raise DataError(
+                    "the given retriever must be fitted on the same training data "
+                    f"({train.n_users} users x {train.n_items} items)"
+                )
+        self._given_retriever = retriever
+        try:
+            super().fit(train, valid=valid, rng=rng)
+        finally:
+            self._given_retriever = None
+        return self
+
     def _fit(
         self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
     ) -> None:
@@ -246,8 +287,12 @@ class LLMRanker(Recommender):
         self.titles_: list[str] = list(renderer.titles())
         self.user_texts_: list[str] = renderer.user_texts(np.arange(train.n_users))
         retr_seed = derive_seed(gen)
-        self.retriever_: Recommender = self._retriever_class()(dict(cfg.retriever_params))
-        self.retriever_.fit(train, valid=valid, rng=retr_seed)
+        given = getattr(self, "_given_retriever", None)
+        if given is not None:
+            self.retriever_: Recommender = given
+        else:
+            self.retriever_ = self._retriever_class()(dict(cfg.retriever_params))
+            self.retriever_.fit(train, valid=valid, rng=retr_seed)
         lm = getattr(self, "lm_", None)
         if lm is None:
             lm = self._make_lm()
