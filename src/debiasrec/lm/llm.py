@@ -670,7 +670,8 @@ def finetune(
     rng = np.random.default_rng(seed)
     base = lm.base_model()
     losses = []
-    with torch.random.fork_rng(devices=[lm.device] if lm.device.type == "cuda" else []):
+    cuda = [lm.device.index or 0] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         lm.module.train()
         try:
