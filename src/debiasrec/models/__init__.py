@@ -7,6 +7,7 @@ from debiasrec.models.base import ModelConfig, Recommender, Recs
 from debiasrec.models.bpr import BPR
 from debiasrec.models.itemknn import ItemKNN
 from debiasrec.models.lightgcn import LightGCN
+from debiasrec.models.llm_ranker import LLMRanker
 from debiasrec.models.multvae import MultVAE
 from debiasrec.models.pop import Pop
 from debiasrec.models.text2tower import TextTwoTower
@@ -18,6 +19,8 @@ MODELS: dict[str, type[Recommender]] = {
     "multvae": MultVAE,
     "lightgcn": LightGCN,
     "text2tower": TextTwoTower,
+
+    "llm_ranker": LLMRanker,
 }
 
 
@@ -35,3 +38,6 @@ def model_class(name: str) -> type[Recommender]:
 
 __all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "ModelConfig", "MultVAE", "Pop", "Recommender",
            "Recs", "TextTwoTower", "model_class"]
+
+__all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "LLMRanker", "ModelConfig", "MultVAE", "Pop", "Recommender",
+           "Recs", "model_class"]

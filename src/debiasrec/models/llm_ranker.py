@@ -1,0 +1,579 @@
+"""Generative LLM ranker: a retriever proposes candidates, a causal LM ranks them by likelihood.
+
+Pipeline for a user ``u`` (text ``x_u`` from :class:`~debiasrec.lm.templates.TextRenderer`:
+profile fields and recent history titles):
+
+1. **Candidates**: the top-``n_candidates`` items of a retriever (any registered
+   :class:`~debiasrec.models.base.Recommender`, BPR by default) with the user's training items
+   masked. Held-out items are *not* forced in: when the retriever misses them, so does the ranker.
+2. **Scoring**: each candidate title ``c`` is scored by the LLM's log-likelihood of answering
+   ``c`` to the instruction prompt with ``x_u`` (:class:`~debiasrec.lm.llm.CausalLM`, packed
+   scoring): ``"sum"`` = log p(c | prompt_u) or ``"mean"`` = the same divided by the token count.
+3. **Calibration** (``calibration="pmi"``): ``s(c) = log p(c | prompt_u) - log p(c | prompt_0)``
+   where ``prompt_0`` is the same prompt with a content-free user text (``"N/A"``), i.e.
+   contextual calibration (Zhao et al., "Calibrate Before Use", ICML 2021) in its PMI form
+   (Holtzman et al., "Surface Form Competition", EMNLP 2021). The prior term depends on the item
+   only, so it is computed once per item and cached. It removes what the LM prefers regardless
+   of the user: long, predictable or frequent titles.
+4. **Fusion** (optional): ``(1 - w) z(s_llm) + w z(s_retriever)`` with per-user z-scores over the
+   candidates; ``w = 0`` (default) ranks by the LLM alone.
+
+Items outside the candidate set get scores below every candidate (ordered by the retriever when
+``outside_candidates="retriever"``, else ``-inf``), so rankings beyond the candidates fall back
+to the retriever and evaluation never ranks them above a candidate.
+
+Fine-tuning (``finetune_users > 0``): LoRA adapters (Hu et al., 2021) are trained on
+next-item prediction in time order for a sample of users: the prompt lists the user's profile and
+the items before position ``t``, the target is the title of item ``t``. Adapters are saved with
+the model (safetensors); the base LLM is referenced by name, never copied.
+
+Generation mode (:meth:`LLMRanker.recommend_generate`): the LLM writes a list of titles, which
+are matched back to the catalog (exact, then fuzzy); unmatched answers are counted. This is the
+setting of FaiRLLM (Zhang et al., "Is ChatGPT Fair for Recommendation?", RecSys 2023).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from debiasrec.data.dataset import Dataset
+from debiasrec.errors import ConfigError, DataError
+from debiasrec.lm.templates import ItemTemplate, TextRenderer, UserTemplate, recent_history
+from debiasrec.models.base import ModelConfig, Recommender
+from debiasrec.random import derive_seed, np_rng
+
+_DEFAULT_INSTRUCTION = (
+    "{user}\n\nRecommend one movie this user will watch next. Answer with the title only."
+)
+_DEFAULT_GENERATE = (
+    "{user}\n\nList {k} movies this user will watch next, one title per line, titles only."
+)
+
+
+class LLMRankerConfig(ModelConfig):
+    """Settings of :class:`LLMRanker`."""
+
+    # language model
+    llm: str | None = Field(None, description="hub id, folder or .gguf path; None = SmolLM2-135M")
+    llm_cache_dir: str | None = Field(None, description="dequantized-weights cache root")
+    device: str = "auto"
+    dtype: str = "float32"
+    system_prompt: str | None = None
+    instruction: str = _DEFAULT_INSTRUCTION
+    batch_size: int = Field(8, ge=1, description="prompts per packed forward pass")
+    max_prompt_tokens: int = Field(1024, ge=16)
+    max_packed_tokens: int = Field(2048, ge=1)
+    # retrieval
+    retriever: str = "bpr"
+    retriever_params: dict[str, Any] = Field(default_factory=dict)
+    n_candidates: int = Field(30, ge=1)
+    # scoring
+    length_norm: Literal["sum", "mean"] = "mean"
+    calibration: Literal["none", "pmi"] = "none"
+    content_free_user: str = Field("N/A", description="user text of the calibration prompt")
+    fusion_weight: float = Field(0.0, ge=0.0, le=1.0)
+    outside_candidates: Literal["retriever", "-inf"] = "retriever"
+    # templates
+    user_template: UserTemplate = Field(default_factory=UserTemplate)
+    item_template: ItemTemplate = Field(default_factory=ItemTemplate)
+    # fine-tuning (LoRA)
+    finetune_users: int = Field(0, ge=0, description="sampled users; 0 = zero-shot")
+    finetune_targets_per_user: int = Field(1, ge=1)
+    finetune_epochs: int = Field(1, ge=1)
+    finetune_lr: float = Field(1e-3, gt=0)
+    finetune_batch_size: int = Field(4, ge=1)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    # generation
+    generate_instruction: str = _DEFAULT_GENERATE
+    generate_max_new_tokens: int = Field(160, ge=1)
+    match_cutoff: float = Field(0.85, gt=0, le=1)
+
+    def model_post_init(self, __context: Any) -> None:
+        if "{user}" not in self.instruction:
+            raise ConfigError("llm_ranker: instruction must contain '{user}'")
+        if "{user}" not in self.generate_instruction:
+            raise ConfigError("llm_ranker: generate_instruction must contain '{user}'")
+        if self.retriever.lower() == "llm_ranker":
+            raise ConfigError("llm_ranker: the retriever cannot be another llm_ranker")
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """Per-user candidate lists and every score behind the final ranking.
+
+    Attributes:
+        users: user codes ``[n]``.
+        items: candidate item codes ``[n, N]`` in retriever order (``-1`` padding).
+        retriever: retriever scores of the candidates.
+        logp_sum: LLM log-likelihood of each title given the user prompt.
+        n_tokens: scored tokens per title (title + end-of-answer token).
+        prior_sum: log-likelihood given the content-free prompt (NaN without calibration).
+        scores: the final candidate scores (NaN in padding).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    retriever: np.ndarray
+    logp_sum: np.ndarray
+    n_tokens: np.ndarray
+    prior_sum: np.ndarray
+    scores: np.ndarray
+
+    def ranked(self, k: int | None = None) -> np.ndarray:
+        """Candidates sorted by final score (best first), ``[n, k]`` with ``-1`` padding."""
+        s = np.where(np.isnan(self.scores), -np.inf, self.scores)
+        order = np.argsort(-s, axis=1, kind="stable")
+        out = np.take_along_axis(self.items, order, axis=1)
+        out[np.take_along_axis(np.isinf(s), order, axis=1)] = -1
+        return out if k is None else out[:, :k]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Output of :meth:`LLMRanker.recommend_generate`.
+
+    Attributes:
+        users: user codes.
+        items: matched item codes ``[n, k]`` in generated order (``-1`` padding).
+        answers: the raw generated texts.
+        n_listed: titles parsed from each answer.
+        n_unmatched: listed titles matching no catalog item.
+        n_fuzzy: titles matched only approximately.
+        n_seen: matched titles that are training items of the user (dropped).
+        n_duplicate: titles matching an item already listed (dropped).
+        unmatched: the unmatched titles of each user.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    answers: list[str]
+    n_listed: np.ndarray
+    n_unmatched: np.ndarray
+    n_fuzzy: np.ndarray
+    n_seen: np.ndarray
+    n_duplicate: np.ndarray
+    unmatched: list[list[str]] = field(default_factory=list)
+
+
+def _encode_strings(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    blobs = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    data = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+    return (data if len(data) else np.zeros(0, np.uint8)), offsets
+
+
+def _decode_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = data.tobytes()
+    return [raw[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(len(offsets) - 1)]
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.nanmean(x, axis=1, keepdims=True)
+        sd = np.nanstd(x, axis=1, keepdims=True)
+        return np.where(sd > 0, (x - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+class LLMRanker(Recommender):
+    """Retriever candidates re-ranked by a causal LM's likelihood of each title (see module doc).
+
+    Example:
+        >>> model = LLMRanker(n_candidates=30, calibration="pmi").fit(train, rng=0)  # doctest: +SKIP
+        >>> model.recommend(users, k=10)  # doctest: +SKIP
+    """
+
+    name = "llm_ranker"
+    Config = LLMRankerConfig
+
+    # ------------------------------------------------------------------ parts
+    def _make_lm(self) -> Any:
+        from debiasrec.lm.llm import CausalLM
+
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        return CausalLM(
+            cfg.llm,
+            cache_dir=cfg.llm_cache_dir,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            system_prompt=cfg.system_prompt,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_packed_tokens=cfg.max_packed_tokens,
+        )
+
+    def _lora_settings(self) -> Any:
+        from debiasrec.lm.llm import LoraSettings
+
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        return LoraSettings(
+            rank=cfg.lora_rank,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            target_modules=tuple(cfg.lora_targets),
+        )
+
+    def _retriever_class(self) -> type[Recommender]:
+        from debiasrec.models import model_class
+
+        return model_class(self.config.retriever)  # type: ignore[attr-defined]
+
+    @property
+    def lm(self) -> Any:
+        """The :class:`~debiasrec.lm.llm.CausalLM` (loaded on first use, adapters applied)."""
+        self._check_fitted()
+        return self.lm_
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        train: Dataset,
+        *,
+        valid: Dataset | None = None,
+        rng: int | np.random.Generator | None = None,
+        retriever: Recommender | None = None,
+    ) -> LLMRanker:
+        """Fit the retriever (unless a fitted ``retriever`` is given), then the LLM part.
+
+        Args:
+            train: training data.
+            valid: validation data (passed to the retriever for early stopping).
+            rng: seed or generator (retriever seed, fine-tuning sample, adapter init).
+            retriever: an already fitted recommender on the same ``train`` to use as the
+                retriever (e.g. shared by several rankers in a comparison). It must be of the
+                class ``config.retriever`` names; for :meth:`load` to rebuild it,
+                ``config.retriever_params`` should describe it too.
+        """
+        if retriever is not None:
+            if retriever.name != self._retriever_class().name:
+                raise ConfigError(
+                    f"the given retriever is a {retriever.name!r} model but config.retriever is "
+                    f"{self.config.retriever!r}"  # type: ignore[attr-defined]
+                )
+            if (
+                not hasattr(retriever, "n_users_")
+                or retriever.n_users_ != train.n_users
+                or (retriever.n_items_ != train.n_items)
+            ):
+                raise DataError(
+                    "the given retriever must be fitted on the same training data "
+                    f"({train.n_users} users x {train.n_items} items)"
+                )
+        self._given_retriever = retriever
+        try:
+            super().fit(train, valid=valid, rng=rng)
+        finally:
+            self._given_retriever = None
+        return self
+
+    def _fit(
+        self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
+    ) -> None:
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        gen = np_rng(rng)
+        renderer = TextRenderer(
+            train, item_template=cfg.item_template, user_template=cfg.user_template
+        )
+        self.titles_: list[str] = list(renderer.titles())
+        self.user_texts_: list[str] = renderer.user_texts(np.arange(train.n_users))
+        retr_seed = derive_seed(gen)
+        given = getattr(self, "_given_retriever", None)
+        if given is not None:
+            self.retriever_: Recommender = given
+        else:
+            self.retriever_ = self._retriever_class()(dict(cfg.retriever_params))
+            self.retriever_.fit(train, valid=valid, rng=retr_seed)
+        lm = getattr(self, "lm_", None)
+        if lm is None:
+            lm = self._make_lm()
+        else:
+            from debiasrec.lm.llm import remove_lora
+
+            remove_lora(lm)
+        self.lm_ = lm
+        self._prior: dict[int, float] = {}
+        self.finetune_losses_: list[float] = []
+        self.finetune_seconds_ = 0.0
+        if cfg.finetune_users > 0:
+            prompts, targets = self.finetune_examples(train, renderer, rng=gen)
+            self._finetune(prompts, targets, seed=derive_seed(gen) % (2**31))
+
+    def finetune_examples(
+        self,
+        train: Dataset,
+        renderer: TextRenderer | None = None,
+        *,
+        rng: int | np.random.Generator | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """Next-item prompts and target titles for ``finetune_users`` sampled users.
+
+        For each sampled user (with at least two training items) ``finetune_targets_per_user``
+        positions ``t >= 1`` of the time-ordered history are drawn; the prompt is the user text
+        with the ``user_template.history`` items before ``t``, the target the title of item ``t``.
+        """
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        gen = np_rng(rng)
+        renderer = renderer or TextRenderer(
+            train, item_template=cfg.item_template, user_template=cfg.user_template
+        )
+        counts = np.bincount(train.users, minlength=train.n_users)
+        eligible = np.flatnonzero(counts >= 2)
+        if len(eligible) == 0:
+            raise DataError("llm_ranker fine-tuning needs users with at least two training items")
+        users = np.sort(gen.choice(eligible, min(cfg.finetune_users, len(eligible)), replace=False))
+        full = recent_history(train, users, int(counts.max()))
+        titles = renderer.titles()
+        profiles = renderer.profile_text(users)
+        prompts, targets = [], []
+        for prof, seq in zip(profiles, full, strict=True):
+            n_t = min(cfg.finetune_targets_per_user, len(seq) - 1)
+            for t in np.sort(gen.choice(np.arange(1, len(seq)), n_t, replace=False)):
+                hist = seq[max(0, t - cfg.user_template.history) : t]
+                text = self.compose_user_text(prof, [titles[i] for i in hist])
+                prompts.append(cfg.instruction.format(user=text))
+                targets.append(titles[seq[t]])
+        return prompts, targets
+
+    def compose_user_text(self, profile: str, history_titles: Sequence[str]) -> str:
+        """A user text from a profile phrase and history titles, as ``TextRenderer`` writes it."""
+        t: UserTemplate = self.config.user_template  # type: ignore[attr-defined]
+        text = t.prefix + profile
+        if len(history_titles) and t.history > 0:
+            text += t.history_intro + t.history_sep.join(history_titles[-t.history :])
+        return text + t.suffix
+
+    def _finetune(self, prompts: list[str], targets: list[str], *, seed: int) -> None:
+        from debiasrec.lm.llm import add_lora, finetune
+
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        start = time.perf_counter()
+        add_lora(self.lm_, self._lora_settings(), seed=seed)
+        self.finetune_losses_ = finetune(
+            self.lm_,
+            prompts,
+            targets,
+            epochs=cfg.finetune_epochs,
+            lr=cfg.finetune_lr,
+            batch_size=cfg.finetune_batch_size,
+            seed=seed,
+        )
+        self.finetune_seconds_ = time.perf_counter() - start
+
+    # ------------------------------------------------------------------ candidates and scores
+    def candidates(self, user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Retriever top-``n_candidates`` ``(items, scores)`` per user, training items masked."""
+        self._check_fitted()
+        users = self._check_users(user_codes)
+        recs = self.retriever_.recommend(users, k=self.config.n_candidates)  # type: ignore[attr-defined]
+        return recs.items, recs.scores
+
+    def _prompts(self, texts: Sequence[str]) -> list[str]:
+        instr = self.config.instruction  # type: ignore[attr-defined]
+        return [instr.format(user=t) for t in texts]
+
+    def _prior_sums(self, items: np.ndarray) -> np.ndarray:
+        """log p(title | content-free prompt) for ``items`` (``-1`` -> NaN), cached per item."""
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        need = sorted({int(i) for i in np.unique(items) if i >= 0} - set(self._prior))
+        if need:
+            prompt = self._prompts([self.compose_user_text(cfg.content_free_user, [])])
+            lp = self.lm_.score_candidates(prompt, [[self.titles_[i] for i in need]], batch_size=1)
+            self._prior.update(zip(need, lp.sum[0].tolist(), strict=True))
+        flat = np.array([self._prior.get(int(i), np.nan) for i in items.ravel()])
+        return flat.reshape(items.shape)
+
+    def candidate_scores(
+        self, user_codes: np.ndarray, texts: Sequence[str] | None = None
+    ) -> CandidateScores:
+        """Candidates of ``user_codes`` and their LLM scores, given the user texts ``texts``.
+
+        Args:
+            user_codes: users whose retriever candidates (and training masks) are used.
+            texts: one user text per user (e.g. a counterfactual variant); ``None`` = the texts
+                rendered from the training data at fit time.
+        """
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        self._check_fitted()
+        users = self._check_users(user_codes)
+        if texts is None:
+            texts = [self.user_texts_[u] for u in users]
+        elif len(texts) != len(users):
+            raise DataError(f"{len(texts)} texts given for {len(users)} users")
+        items, retr = self.candidates(users)
+        cands = [[self.titles_[i] for i in row if i >= 0] for row in items]
+        lp = self.lm_.score_candidates(self._prompts(list(texts)), cands, batch_size=cfg.batch_size)
+        width = items.shape[1]
+        logp = np.full(items.shape, np.nan)
+        ntok = np.zeros(items.shape, dtype=np.int64)
+        logp[:, : lp.sum.shape[1]] = lp.sum[:, :width]
+        ntok[:, : lp.n_tokens.shape[1]] = lp.n_tokens[:, :width]
+        prior = np.full(items.shape, np.nan)
+        score = logp.copy()
+        if cfg.calibration == "pmi":
+            prior = self._prior_sums(items)
+            score = logp - prior
+        if cfg.length_norm == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                score = score / ntok
+        score[items < 0] = np.nan
+        retr = np.where(items >= 0, retr, np.nan).astype(np.float64)
+        if cfg.fusion_weight > 0:
+            score = (1 - cfg.fusion_weight) * _zscore(score) + cfg.fusion_weight * _zscore(retr)
+            score[items < 0] = np.nan
+        return CandidateScores(users, items, retr, logp, ntok, prior, score)
+
+    def _to_full(self, cs: CandidateScores) -> np.ndarray:
+        """Full ``[n, n_items]`` float32 score rows with the candidates' scores on top."""
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        n = len(cs.users)
+        valid = cs.items >= 0
+        if cfg.outside_candidates == "-inf":
+            out = np.full((n, self.n_items_), -np.inf, dtype=np.float32)
+        else:
+            base = np.asarray(self.retriever_.score(cs.users), dtype=np.float64)
+            # Shift each row's retriever scores below its lowest candidate score.
+            with np.errstate(invalid="ignore"):
+                low = np.nanmin(np.where(valid, cs.scores, np.nan), axis=1)
+            low = np.where(np.isfinite(low), low, 0.0)
+            top = base.max(axis=1) if base.shape[1] else np.zeros(n)
+            out = (base - top[:, None] + low[:, None] - 1.0).astype(np.float32)
+        rows = np.broadcast_to(np.arange(n)[:, None], cs.items.shape)
+        out[rows[valid], cs.items[valid]] = cs.scores[valid].astype(np.float32)
+        return out
+
+    def score_with_texts(self, user_codes: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Scores ``[len(user_codes), n_items]`` (float32) with caller-supplied user texts.
+
+        The candidates are the retriever's for ``user_codes``; only the prompt text changes, so a
+        counterfactual audit can compare rankings across variants of the same users.
+        """
+        users = self._check_users(user_codes)
+        if len(users) == 0:
+            return np.zeros((0, self.n_items_), dtype=np.float32)
+        return self._to_full(self.candidate_scores(users, texts))
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        if len(users) == 0:
+            return np.zeros((0, self.n_items_), dtype=np.float32)
+        return self._to_full(self.candidate_scores(users))
+
+    # ------------------------------------------------------------------ generation
+    def recommend_generate(
+        self,
+        user_codes: np.ndarray,
+        k: int = 10,
+        texts: Sequence[str] | None = None,
+        *,
+        answers: Sequence[str] | None = None,
+    ) -> GenerationResult:
+        """Top-``k`` lists written by the LLM, matched back to catalog items.
+
+        Args:
+            user_codes: users to recommend for (their training items are dropped from lists).
+            k: titles asked for and list length.
+            texts: user texts (``None``: rendered from the training data).
+            answers: already generated answers to match instead of generating (for audits of
+                outputs made elsewhere, and for tests).
+        """
+        from debiasrec.lm.matching import TitleMatcher, parse_list
+
+        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        self._check_fitted()
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        users = self._check_users(user_codes)
+        if texts is None:
+            texts = [self.user_texts_[u] for u in users]
+        if len(texts) != len(users):
+            raise DataError(f"{len(texts)} texts given for {len(users)} users")
+        if answers is None:
+            prompts = [cfg.generate_instruction.format(user=t, k=k) for t in texts]
+            answers = self.lm_.generate(
+                prompts, max_new_tokens=cfg.generate_max_new_tokens, batch_size=cfg.batch_size
+            )
+        elif len(answers) != len(users):
+            raise DataError(f"{len(answers)} answers given for {len(users)} users")
+        matcher = getattr(self, "_matcher", None)
+        if matcher is None or matcher.cutoff != cfg.match_cutoff:
+            matcher = self._matcher = TitleMatcher(self.titles_, cutoff=cfg.match_cutoff)
+        n = len(users)
+        items = np.full((n, k), -1, dtype=np.int64)
+        counts = {key: np.zeros(n, dtype=np.int64) for key in ("listed", "un", "fz", "seen", "dup")}
+        unmatched: list[list[str]] = []
+        csr = self.train_csr_
+        for r, (u, text) in enumerate(zip(users, answers, strict=True)):
+            seen = set(csr.indices[csr.indptr[u] : csr.indptr[u + 1]].tolist())
+            listed = parse_list(text)
+            counts["listed"][r] = len(listed)
+            got: list[int] = []
+            miss: list[str] = []
+            for m in matcher.match_all(listed):
+                if m.item < 0:
+                    miss.append(m.answer)
+                    counts["un"][r] += 1
+                    continue
+                counts["fz"][r] += m.kind == "fuzzy"
+                if m.item in seen:
+                    counts["seen"][r] += 1
+                elif m.item in got:
+                    counts["dup"][r] += 1
+                else:
+                    got.append(m.item)
+            got = got[:k]
+            items[r, : len(got)] = got
+            unmatched.append(miss)
+        return GenerationResult(
+            users=users,
+            items=items,
+            answers=list(answers),
+            n_listed=counts["listed"],
+            n_unmatched=counts["un"],
+            n_fuzzy=counts["fz"],
+            n_seen=counts["seen"],
+            n_duplicate=counts["dup"],
+            unmatched=unmatched,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        from debiasrec.lm.llm import lora_state
+
+        state = {f"retriever.{k}": v for k, v in self.retriever_._state().items()}
+        state.update({f"lora.{k}": v for k, v in lora_state(self.lm_).items()})
+        state["texts.titles"], state["texts.title_offsets"] = _encode_strings(self.titles_)
+        state["texts.users"], state["texts.user_offsets"] = _encode_strings(self.user_texts_)
+        state["finetune.losses"] = np.asarray(self.finetune_losses_, dtype=np.float64)
+        return state
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        from debiasrec.lm.llm import load_lora
+
+        retr = self._retriever_class()(dict(self.config.retriever_params))  # type: ignore[attr-defined]
+        retr.n_users_, retr.n_items_, retr.train_csr_ = (
+            self.n_users_,
+            self.n_items_,
+            self.train_csr_,
+        )
+        retr._load_state(
+            {k[len("retriever.") :]: v for k, v in state.items() if k.startswith("retriever.")}
+        )
+        self.retriever_ = retr
+        self.titles_ = _decode_strings(state["texts.titles"], state["texts.title_offsets"])
+        self.user_texts_ = _decode_strings(state["texts.users"], state["texts.user_offsets"])
+        self.finetune_losses_ = state["finetune.losses"].tolist()
+        self.finetune_seconds_ = 0.0
+        self.lm_ = self._make_lm()
+        self._prior = {}
+        lora = {k[len("lora.") :]: v for k, v in state.items() if k.startswith("lora.")}
+        if lora:
+            load_lora(self.lm_, self._lora_settings(), lora)

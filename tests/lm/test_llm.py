@@ -1,0 +1,260 @@
+"""CausalLM: packed scoring equals naive scoring, LoRA fine-tuning, title matching, bias metrics."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from debiasrec.errors import ConfigError  # noqa: E402
+from debiasrec.lm.llm import (  # noqa: E402
+    CausalLM,
+    LoraSettings,
+    add_lora,
+    finetune,
+    load_lora,
+    lora_state,
+    remove_lora,
+    sequence_loss,
+)
+from debiasrec.lm.matching import TitleMatcher, normalise_title, parse_list  # noqa: E402
+from debiasrec.metrics.lm_bias import (  # noqa: E402
+    jaccard_at_k,
+    length_bias,
+    mean_length_bias,
+    mean_popularity_at_k,
+    popularity_bias,
+    rowwise_spearman,
+    top1_concentration,
+)
+from debiasrec.testing.tiny_lm import save_tiny_causal_lm, tiny_causal_lm  # noqa: E402
+
+PROMPTS = [
+    "User: age 24, gender male. Recently watched: Heat; Fargo; The Godfather.",
+    "hi",
+    "User: no profile.",
+]
+CANDS = [
+    ["Toy Story", "Heat", "X", "The Usual Suspects"],
+    ["The Godfather: Part II", "A"],
+    ["Fargo", "Star Wars", "Alien", "Aliens", "Twelve Monkeys", "Babe"],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> CausalLM:
+    model, tok = tiny_causal_lm(0)
+    return CausalLM.from_objects(model, tok, device="cpu")
+
+
+@pytest.mark.parametrize("max_packed", [2048, 7])
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_packed_equals_naive(tiny: CausalLM, max_packed: int, batch_size: int) -> None:
+    tiny.max_packed_tokens = max_packed  # 7: several packed passes per prompt reuse one cache
+    try:
+        packed = tiny.score_candidates(PROMPTS, CANDS, batch_size=batch_size)
+    finally:
+        tiny.max_packed_tokens = 2048
+    naive = tiny.score_candidates(PROMPTS, CANDS, method="naive")
+    assert packed.sum.shape == (3, 6)
+    np.testing.assert_array_equal(np.isnan(packed.sum), np.isnan(naive.sum))
+    np.testing.assert_allclose(packed.sum, naive.sum, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(packed.n_tokens, naive.n_tokens)
+    # byte-level tokens + the end-of-answer token
+    assert packed.n_tokens[0, 0] == len("Toy Story") + 1
+    np.testing.assert_allclose(packed.mean, packed.sum / packed.n_tokens)
+
+
+def test_packed_equals_manual_log_softmax(tiny: CausalLM) -> None:
+    """The naive reference itself is the plain chain rule over one full forward."""
+    import torch
+
+    tok = tiny.tokenizer
+    prompt = tok(tiny.format_prompt("hello"), add_special_tokens=False)["input_ids"]
+    cand = tok("Heat", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        logits = tiny.module(input_ids=torch.tensor([prompt + cand])).logits[0]
+    lp = torch.log_softmax(logits, -1)
+    manual = sum(float(lp[len(prompt) - 1 + j, t]) for j, t in enumerate(cand))
+    got = tiny.score_candidates(["hello"], [["Heat"]])
+    assert got.sum[0, 0] == pytest.approx(manual, abs=1e-4)
+
+
+def test_packed_without_chat_template() -> None:
+    model, tok = tiny_causal_lm(1, chat_template=False)
+    lm = CausalLM.from_objects(model, tok, device="cpu", append_eos=False)
+    assert lm.format_prompt("Recommended movie:") == "Recommended movie:"
+    cands = [[" Heat", " Fargo", " A"]]
+    a = lm.score_candidates(["Recommended movie:"], cands)
+    b = lm.score_candidates(["Recommended movie:"], cands, method="naive")
+    np.testing.assert_allclose(a.sum, b.sum, atol=1e-4)
+    assert a.n_tokens.tolist() == [[5, 6, 2]]
+
+
+def test_bad_arguments(tiny: CausalLM) -> None:
+    with pytest.raises(ConfigError):
+        tiny.score_candidates(["a", "b"], [["x"]])
+    with pytest.raises(ConfigError):
+        tiny.score_candidates(["a"], [["x"]], method="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        CausalLM(max_packed_tokens=0)
+
+
+def test_generate_returns_text(tiny: CausalLM) -> None:
+    out = tiny.generate(["hello", "a longer prompt"], max_new_tokens=4, batch_size=2)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    # batching does not change greedy output
+    assert tiny.generate(["a longer prompt"], max_new_tokens=4) == out[1:]
+
+
+def test_lora_finetuning_lowers_the_sequence_loss(tmp_path) -> None:
+    model, tok = tiny_causal_lm(2)
+    lm = CausalLM.from_objects(model, tok, device="cpu")
+    prompts = [f"User {i} watched Heat; Fargo." for i in range(6)]
+    targets = ["Toy Story", "Star Wars", "Alien", "Babe", "Twelve Monkeys", "Fargo"]
+    before = sequence_loss(lm, prompts, targets)
+    add_lora(lm, LoraSettings(rank=4, alpha=8.0, dropout=0.0), seed=0)
+    # B starts at zero: the adapted model equals the base model before training
+    assert sequence_loss(lm, prompts, targets) == pytest.approx(before, abs=1e-5)
+    frozen = {k: v.clone() for k, v in lm.base_model().named_parameters() if "lora_" not in k}
+    losses = finetune(lm, prompts, targets, epochs=8, lr=1e-2, batch_size=3, seed=0)
+    after = sequence_loss(lm, prompts, targets)
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert after < before - 0.5
+    for k, v in lm.base_model().named_parameters():  # only adapters changed
+        if "lora_" not in k:
+            assert (v == frozen[k]).all(), k
+    # adapters round-trip through plain arrays
+    state = lora_state(lm)
+    assert state and all(v.dtype == np.float32 for v in state.values())
+    model2, tok2 = tiny_causal_lm(2)
+    lm2 = CausalLM.from_objects(model2, tok2, device="cpu")
+    load_lora(lm2, LoraSettings(rank=4, alpha=8.0, dropout=0.0), state)
+    assert sequence_loss(lm2, prompts, targets) == pytest.approx(after, abs=1e-5)
+    remove_lora(lm2)
+    assert sequence_loss(lm2, prompts, targets) == pytest.approx(before, abs=1e-5)
+
+
+def test_finetune_is_seeded_and_leaves_global_rng_alone() -> None:
+    import torch
+
+    def run() -> list[float]:
+        model, tok = tiny_causal_lm(3)
+        lm = CausalLM.from_objects(model, tok, device="cpu")
+        add_lora(lm, LoraSettings(rank=2, dropout=0.1), seed=5)
+        return finetune(lm, ["a", "b", "c"], ["x", "y", "z"], epochs=2, batch_size=2, seed=5)
+
+    state = torch.random.get_rng_state()
+    assert run() == run()
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_loading_a_saved_folder_by_path(tmp_path) -> None:
+    folder = save_tiny_causal_lm(tmp_path / "tiny", seed=0)
+    lm = CausalLM(str(folder), device="cpu")
+    model, tok = tiny_causal_lm(0)
+    ref = CausalLM.from_objects(model, tok, device="cpu")
+    np.testing.assert_allclose(
+        lm.score_candidates(PROMPTS, CANDS).sum, ref.score_candidates(PROMPTS, CANDS).sum,
+        atol=1e-5,
+    )  # fmt: skip
+    assert lm.load_info is not None and not lm.load_info.dequantized_now
+    with pytest.raises(ConfigError, match="cannot load causal LM"):
+        CausalLM(str(tmp_path / "missing-folder-name")).load()
+
+
+# ---------------------------------------------------------------------- title matching
+def test_title_matching_exact_fuzzy_unmatched() -> None:
+    catalog = ["Usual Suspects, The", "Star Wars", "Twelve Monkeys", "Amelie", "Babe", "Se7en"]
+    m = TitleMatcher(catalog, cutoff=0.85)
+    answer = (
+        "1. The Usual Suspects (1995)\n"
+        "2) star wars\n"
+        "- Twelve Monkies\n"
+        '* "Amélie"\n'
+        "5. The Matrix\n"
+        "\n"
+        "6. Bob\n"
+    )
+    listed = parse_list(answer)
+    assert listed == [
+        "The Usual Suspects (1995)", "star wars", "Twelve Monkies", "Amélie", "The Matrix", "Bob",
+    ]  # fmt: skip
+    got = m.match_all(listed)
+    assert [g.item for g in got] == [0, 1, 2, 3, -1, -1]
+    assert [g.kind for g in got] == ["exact", "exact", "fuzzy", "exact", "unmatched", "unmatched"]
+    assert 0.85 <= got[2].similarity < 1
+    assert normalise_title("Usual Suspects, The") == normalise_title("the usual suspects (1995)")
+    with pytest.raises(ConfigError):
+        TitleMatcher(catalog, cutoff=0)
+
+
+# ---------------------------------------------------------------------- bias metrics
+def test_length_bias_on_hand_made_scores() -> None:
+    tokens = np.array([[3, 5, 8, 13], [3, 5, 8, 13], [4, 4, 4, 4], [2, 9, 5, 0]], float)
+    scores = np.array(
+        [[-1.0, -0.5, -0.2, -0.1], [-1.0, -2.0, -3.0, -4.0], [1, 2, 3, 4], [1.0, 3.0, 2.0, np.nan]]
+    )
+    rho = length_bias(scores, tokens)
+    assert rho[0] == pytest.approx(1.0)  # longer titles always scored higher
+    assert rho[1] == pytest.approx(-1.0)  # shorter titles always scored higher
+    assert np.isnan(rho[2])  # constant length: undefined
+    assert rho[3] == pytest.approx(1.0)  # NaN (padding) ignored: ranks of (2,9,5) vs (1,3,2)
+    assert mean_length_bias(scores, tokens) == pytest.approx(1 / 3)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert np.isnan(mean_length_bias(scores[2:3], tokens[2:3]))
+    assert w
+    # agrees with scipy on a random row
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(1, 30)), rng.normal(size=(1, 30))
+    assert rowwise_spearman(x, y)[0] == pytest.approx(spearmanr(x[0], y[0]).statistic)
+
+
+def test_popularity_concentration_and_jaccard() -> None:
+    pop = np.array([100, 50, 10, 1, 0])
+    items = np.array([[0, 1, 2, 3], [3, 2, 1, -1]])
+    scores = np.array([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, np.nan]])
+    rho = popularity_bias(scores, items, pop)
+    np.testing.assert_allclose(rho, [1.0, -1.0])
+    np.testing.assert_allclose(mean_popularity_at_k(items, pop, k=2), [75.0, 5.5])
+    assert top1_concentration(np.array([[1, 2], [1, 3], [2, 1], [-1, -1]])) == (1, 2, 2 / 3)
+    a = np.array([[1, 2, 3], [1, 2, 3], [1, -1, -1]])
+    b = np.array([[3, 2, 1], [4, 5, 6], [1, 7, -1]])
+    np.testing.assert_allclose(jaccard_at_k(a, b, k=3), [1.0, 0.0, 0.5])
+
+
+# ---------------------------------------------------------------------- the real offline model
+@pytest.mark.slow
+def test_real_smollm2_gguf_offline(tmp_path) -> None:
+    pytest.importorskip("gguf")
+    from debiasrec.errors import MissingDependencyError
+
+    try:
+        lm = CausalLM(cache_dir=tmp_path, device="cpu")
+        lm.load()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    assert lm.load_info is not None and lm.load_info.dequantized_now
+    assert any((tmp_path / "llm").glob("*/model.safetensors"))
+    prompt = "I loved Star Wars and The Empire Strikes Back. Recommend one movie, title only."
+    cands = [["Return of the Jedi", "Sense and Sensibility", "Babe", "Qzx Vbwk Jrrp"]]
+    packed = lm.score_candidates([prompt], cands)
+    naive = lm.score_candidates([prompt], cands, method="naive")
+    np.testing.assert_allclose(packed.sum, naive.sum, atol=1e-3)
+    assert np.isfinite(packed.sum).all()
+    # real titles are far more likely answers than a string of random letters
+    assert packed.mean[0, 3] < packed.mean[0, :2].min() - 1.0
+    # second load comes from the dequantized cache
+    t = time.perf_counter()
+    again = CausalLM(cache_dir=tmp_path, device="cpu").load()
+    assert again.load_info is not None and not again.load_info.dequantized_now
+    assert time.perf_counter() - t < 60
+    np.testing.assert_allclose(again.score_candidates([prompt], cands).sum, packed.sum, atol=1e-4)

@@ -1,0 +1,258 @@
+"""LLMRanker with a tiny random Llama: contract, candidates, PMI calibration, texts, generation."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from debiasrec.data.split import Split, random_split  # noqa: E402
+from debiasrec.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from debiasrec.errors import ConfigError, DataError  # noqa: E402
+from debiasrec.lm.llm import CausalLM  # noqa: E402
+from debiasrec.lm.templates import TextRenderer, UserTemplate, Variant  # noqa: E402
+from debiasrec.models import MODELS, LLMRanker, Recommender  # noqa: E402
+from debiasrec.testing.contracts import RecommenderContract  # noqa: E402
+from debiasrec.testing.tiny_lm import save_tiny_causal_lm  # noqa: E402
+
+_TINY: list[Path] = []
+
+
+def tiny_lm_dir() -> str:
+    """One tiny model folder per test process (removed at exit)."""
+    if not _TINY:
+        root = Path(tempfile.mkdtemp(prefix="debiasrec-tiny-lm-"))
+        atexit.register(shutil.rmtree, root, True)
+        _TINY.append(save_tiny_causal_lm(root / "tiny", seed=0))
+    return str(_TINY[0])
+
+
+BASE: dict[str, Any] = {
+    "device": "cpu",
+    "n_candidates": 12,
+    "retriever_params": {"dim": 8, "train": {"epochs": 3}},
+    "user_template": {"profile": ["age", "gender"], "history": 5},
+}
+
+
+class TestLLMRankerContract(RecommenderContract):
+    component = LLMRanker
+    params: ClassVar[dict[str, Any]] = {**BASE, "calibration": "pmi", "finetune_users": 6}
+
+    @classmethod
+    def make(cls, **override: Any) -> Recommender:
+        return cls.component({**cls.params, "llm": tiny_lm_dir(), **override})
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    ds, _ = generate(SyntheticConfig(n_users=60, n_items=50, mean_interactions=12), rng=0)
+    return random_split(ds, rng=0)
+
+
+def make(**kw: Any) -> LLMRanker:
+    return LLMRanker({**BASE, "llm": tiny_lm_dir(), **kw})
+
+
+@pytest.fixture(scope="module")
+def fitted(split: Split) -> LLMRanker:
+    return make(length_norm="sum").fit(split.train, rng=0)
+
+
+def test_registered() -> None:
+    assert MODELS["llm_ranker"] is LLMRanker
+    with pytest.raises(ConfigError):
+        LLMRanker(instruction="no placeholder")
+    with pytest.raises(ConfigError):
+        LLMRanker(calibration="zhao")
+    with pytest.raises(ConfigError):
+        LLMRanker(retriever="llm_ranker")
+
+
+def test_candidates_never_include_training_items(fitted: LLMRanker, split: Split) -> None:
+    users = np.arange(split.train.n_users)
+    items, _ = fitted.candidates(users)
+    csr = split.train.csr()
+    assert items.shape == (len(users), 12)
+    for u, row in zip(users, items, strict=True):
+        seen = set(csr.indices[csr.indptr[u] : csr.indptr[u + 1]].tolist())
+        assert not seen & set(row[row >= 0].tolist())
+    # they are the retriever's top-N (held-out items are not forced in)
+    np.testing.assert_array_equal(items, fitted.retriever_.recommend(users, k=12).items)
+    cs = fitted.candidate_scores(users)
+    full = fitted.score(users)
+    rows = np.arange(len(users))[:, None]
+    np.testing.assert_allclose(full[rows, items], cs.scores, rtol=1e-6)
+    # every non-candidate item scores below every candidate of its user
+    outside = np.ones_like(full, dtype=bool)
+    outside[rows, items] = False
+    assert (full.max(axis=1, where=outside, initial=-np.inf) < cs.scores.min(axis=1)).all()
+    # so the top-N of the full ranking is the LLM's ordering of the candidates
+    recs = fitted.recommend(users, k=12)
+    np.testing.assert_array_equal(recs.items, cs.ranked())
+
+
+def test_minus_inf_outside_candidates(split: Split) -> None:
+    m = make(outside_candidates="-inf").fit(split.train, rng=0)
+    s = m.score(np.arange(4))
+    assert (np.isfinite(s).sum(axis=1) == 12).all()
+    recs = m.recommend(np.arange(4), k=20)
+    assert ((recs.items >= 0).sum(axis=1) == 12).all()
+
+
+def test_scores_are_llm_log_likelihoods(fitted: LLMRanker, split: Split) -> None:
+    users = np.array([3, 7])
+    cs = fitted.candidate_scores(users)
+    lm: CausalLM = fitted.lm
+    texts = TextRenderer(
+        split.train, user_template=UserTemplate(profile=["age", "gender"], history=5)
+    ).user_texts(users)
+    prompts = [fitted.config.instruction.format(user=t) for t in texts]
+    titles = [[fitted.titles_[i] for i in row] for row in cs.items]
+    ref = lm.score_candidates(prompts, titles, method="naive")
+    np.testing.assert_allclose(cs.logp_sum, ref.sum, atol=1e-4)
+    np.testing.assert_allclose(cs.scores, ref.sum, atol=1e-4)  # sum, no calibration
+
+
+def test_pmi_calibration_equals_hand_computed_difference(split: Split) -> None:
+    users = np.array([0, 5, 9])
+    for norm in ("sum", "mean"):
+        m = make(calibration="pmi", length_norm=norm, content_free_user="N/A").fit(
+            split.train, rng=0
+        )
+        cs = m.candidate_scores(users)
+        lm: CausalLM = m.lm
+        titles = [[m.titles_[i] for i in row] for row in cs.items]
+        user_prompts = [m.config.instruction.format(user=m.user_texts_[u]) for u in users]
+        free = m.config.instruction.format(user="User: N/A.")
+        cond = lm.score_candidates(user_prompts, titles, method="naive")
+        prior = lm.score_candidates([free] * len(users), titles, method="naive")
+        expected = cond.sum - prior.sum
+        if norm == "mean":
+            expected = expected / cond.n_tokens
+        np.testing.assert_allclose(cs.scores, expected, atol=1e-4)
+        np.testing.assert_allclose(cs.prior_sum, prior.sum, atol=1e-4)
+
+
+def test_score_with_texts_uses_the_given_texts(fitted: LLMRanker, split: Split) -> None:
+    users = np.array([1, 2, 3])
+    renderer = TextRenderer(
+        split.train, user_template=UserTemplate(profile=["age", "gender"], history=5)
+    )
+    same = fitted.score_with_texts(users, renderer.user_texts(users))
+    np.testing.assert_allclose(same, fitted.score(users), rtol=1e-5)
+    swapped = renderer.user_texts(users, Variant(name="F", set={"gender": "F"}))
+    other = fitted.score_with_texts(users, swapped)
+    assert other.shape == same.shape and other.dtype == np.float32
+    # same candidates, different scores
+    items, _ = fitted.candidates(users)
+    rows = np.arange(3)[:, None]
+    assert np.isfinite(other[rows, items]).all()
+    assert not np.allclose(other[rows, items], same[rows, items])
+    with pytest.raises(DataError):
+        fitted.score_with_texts(users, ["only one text"])
+
+
+def test_finetune_examples_follow_time_order(split: Split) -> None:
+    from debiasrec.lm.templates import recent_history
+
+    template = {"profile": ["age", "gender"], "history": 3}
+    m = make(finetune_users=5, finetune_targets_per_user=2, user_template=template)
+    prompts, targets = m.finetune_examples(split.train, rng=0)
+    assert len(prompts) == len(targets) == 10
+    train = split.train
+    renderer = TextRenderer(train, user_template=m.config.user_template)
+    titles = renderer.titles()
+    users = np.arange(train.n_users)
+    seqs = [[titles[i] for i in h] for h in recent_history(train, users, 10_000)]
+    for p, t in zip(prompts, targets, strict=True):
+        listed = (
+            p.split("Recently watched: ")[1].split(".")[0].split("; ") if "Recently" in p else []
+        )
+        window = [*listed, t]
+        # some user's time-ordered history holds the prompt's titles immediately before the target
+        assert any(seq[j : j + len(window)] == window for seq in seqs for j in range(len(seq))), (
+            p,
+            t,
+        )
+        assert len(listed) <= 3
+    # composing a user's full recent history reproduces the renderer's user text
+    hist = recent_history(train, users[:10], 3)
+    prof = renderer.profile_text(users[:10])
+    composed = [
+        m.compose_user_text(p, [titles[i] for i in h]) for p, h in zip(prof, hist, strict=True)
+    ]
+    assert composed == renderer.user_texts(users[:10])
+
+
+def test_finetuned_save_load_round_trip(split: Split, tmp_path: Path) -> None:
+    m = make(finetune_users=8, finetune_epochs=2, calibration="pmi").fit(split.train, rng=1)
+    assert len(m.finetune_losses_) == 2
+    from debiasrec.lm.llm import lora_state
+
+    assert lora_state(m.lm)  # adapters present
+    users = np.arange(split.train.n_users)
+    before = m.score(users)
+    m.save(tmp_path / "m")
+    loaded = LLMRanker.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score(users), before)
+    assert loaded.finetune_losses_ == m.finetune_losses_
+    # fine-tuning changed the scores relative to zero-shot
+    zero = make(calibration="pmi").fit(split.train, rng=1)
+    assert not np.allclose(zero.score(users), before)
+
+
+def test_generation_mode_matching(fitted: LLMRanker, split: Split) -> None:
+    titles = fitted.titles_
+    csr = split.train.csr()
+    u0, u1 = 0, 1
+    seen0 = int(csr.indices[csr.indptr[u0]])
+    unseen0 = [i for i in range(len(titles)) if i not in set(csr[u0].indices)][:3]
+    a = unseen0
+    answer0 = "\n".join([
+        f"1. {titles[a[0]]}",  # exact
+        f"2. {titles[a[1]].lower()} (1999)",  # exact after normalisation
+        f"3. {titles[a[2]][:2]}{titles[a[2]][1:]}",  # fuzzy (one letter doubled)
+        "4. Completely Invented Film Title",  # unmatched
+        f"5. {titles[seen0]}",  # a training item: dropped
+        f"6. {titles[a[0]]}",  # duplicate: dropped
+    ])  # fmt: skip
+    res = fitted.recommend_generate(np.array([u0, u1]), k=3, answers=[answer0, "nothing useful"])
+    assert res.items[0].tolist() == a
+    assert res.n_listed.tolist() == [6, 1]
+    assert res.n_unmatched.tolist() == [1, 1]
+    assert res.n_fuzzy.tolist()[0] == 1
+    assert res.n_seen.tolist() == [1, 0]
+    assert res.n_duplicate.tolist() == [1, 0]
+    assert res.unmatched == [["Completely Invented Film Title"], ["nothing useful"]]
+    assert res.items[1].tolist() == [-1, -1, -1]
+
+
+def test_generation_mode_runs_the_llm(split: Split) -> None:
+    m = make(generate_max_new_tokens=8).fit(split.train, rng=0)
+    res = m.recommend_generate(np.array([0, 1]), k=5)
+    assert len(res.answers) == 2 and res.items.shape == (2, 5)
+    accounted = res.n_unmatched + res.n_seen + res.n_duplicate + (res.items >= 0).sum(1)
+    assert (accounted <= res.n_listed).all()
+    with pytest.raises(ConfigError):
+        m.recommend_generate(np.array([0]), k=0)
+
+
+def test_a_fitted_retriever_can_be_shared(fitted: LLMRanker, split: Split) -> None:
+    shared = fitted.retriever_
+    m = make(length_norm="sum").fit(split.train, rng=0, retriever=shared)
+    assert m.retriever_ is shared
+    users = np.arange(10)
+    np.testing.assert_array_equal(m.candidates(users)[0], fitted.candidates(users)[0])
+    from debiasrec.models import Pop
+
+    with pytest.raises(ConfigError, match="pop"):
+        make().fit(split.train, rng=0, retriever=Pop().fit(split.train))
