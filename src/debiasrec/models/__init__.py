@@ -36,8 +36,5 @@ def model_class(name: str) -> type[Recommender]:
         raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
 
 
-__all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "ModelConfig", "MultVAE", "Pop", "Recommender",
-           "Recs", "TextTwoTower", "model_class"]
-
-__all__ = ["BPR", "MODELS", "ItemKNN", "LightGCN", "LLMRanker", "ModelConfig", "MultVAE", "Pop", "Recommender",
-           "Recs", "model_class"]
+__all__ = ["BPR", "MODELS", "ItemKNN", "LLMRanker", "LightGCN", "ModelConfig", "MultVAE", "Pop",
+           "Recommender", "Recs", "TextTwoTower", "model_class"]  # fmt: skip
