@@ -199,9 +199,15 @@ def run_audit(
     if bad:
         raise ConfigError(f"unknown similarities {bad}; available: {sorted(SIMILARITIES)}")
     if renderer is None:
-        renderer = (
-            model.renderer(split.train) if hasattr(model, "renderer") else TextRenderer(split.train)
-        )
+        if hasattr(model, "renderer"):
+            renderer = model.renderer(split.train)
+        else:  # the model's own templates when its config has them (LLMRanker)
+            c = getattr(model, "config", None)
+            renderer = TextRenderer(
+                split.train,
+                item_template=getattr(c, "item_template", None),
+                user_template=getattr(c, "user_template", None),
+            )
     gen = np_rng(cfg.seed)
     users = _sample_users(split, cfg.n_users, gen)
     perm = gen.permutation(len(users))
