@@ -165,7 +165,7 @@ def _run_config(cfg, out: Path, quiet: bool = False, cache: Path | None = None):
         )
         click.echo("\n" + to_text(table.drop(columns=["levels"]), transpose=False))
     totals = result.stages.totals()
-    if totals:
+    if totals and not quiet:
         done = ", ".join(
             f"{stage} {t['computed']} computed / {t['cached']} cached" for stage, t in totals.items()
         )

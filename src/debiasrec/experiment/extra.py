@@ -22,7 +22,7 @@ from debiasrec.data.dataset import Dataset
 from debiasrec.experiment.evaluate import EvalConfig, Evaluation
 from debiasrec.metrics.calibration import miscalibration
 from debiasrec.metrics.fairness import by_group
-from debiasrec.metrics.leakage import leakage, probe_recs
+from debiasrec.metrics.leakage import leakage, recs_representation
 from debiasrec.random import derive_seed, np_rng
 
 
@@ -72,14 +72,16 @@ def extra_metrics(
         )
     leak: list[dict[str, Any]] = []
     pgen = np_rng(probe_seed)
+    rep: np.ndarray | None = None
     for attr in attrs:
         labels = groups[attr]
         if (pd.Series(labels).value_counts() >= folds).sum() < 2:
             continue  # a probe needs two labelled classes with a member per fold
+        if rep is None:
+            rep = _recs_embedding(ev.topk, train.n_items, k, seed=probe_seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = probe_recs(ev.topk, train.n_items, labels, k=k, folds=folds,
-                             rng=derive_seed(pgen), ci=cfg.ci)
+            res = leakage(rep, labels, folds=folds, rng=derive_seed(pgen), ci=cfg.ci)
         leak += _leak_rows(res, f"@{k}", attr)
         if embeddings is not None:
             full = test.user_groups(attr)
@@ -92,6 +94,26 @@ def extra_metrics(
     results = pd.concat(rows, ignore_index=True)
     return Evaluation(per_user=per_user, results=results, topk=ev.topk, users=ev.users,
                       scores=ev.scores)
+
+
+def _recs_embedding(topk: np.ndarray, n_items: int, k: int, *, seed: int, dim: int = 64
+                    ) -> np.ndarray:
+    """Multi-hot top-``k`` lists reduced to ``dim`` columns by a seeded randomised SVD.
+
+    The same representation as :func:`debiasrec.metrics.leakage.recs_representation`, computed
+    with ``torch.svd_lowrank`` (Halko et al.), which runs on torch's thread pool and so respects
+    ``torch.set_num_threads`` (numpy's BLAS threads oversubscribe a busy machine).
+    """
+    import torch
+
+    x = recs_representation(topk, n_items, k=k, svd_dim=None)
+    q = min(dim, min(x.shape) - 1)
+    if q < 1:
+        return x
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        u, s, _ = torch.svd_lowrank(torch.from_numpy(x), q=q, niter=4)
+    return (u * s).numpy()
 
 
 def _leak_rows(res: dict[str, Any], suffix: str, attr: str) -> list[dict[str, Any]]:

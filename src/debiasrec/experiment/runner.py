@@ -266,6 +266,7 @@ def run_experiment(
     root = Path(cache) if cache is not None else (Path(out) / "cache" if out is not None else None)
     sc = StageCache(root, log)
     t0 = time.perf_counter()
+    variants = cfg.variants()
     if prepared is not None:
         ds, report, split = prepared
         split_key = stage_key(
@@ -278,6 +279,7 @@ def run_experiment(
             sensitive=cfg.data.sensitive,
             **cfg.data.load_kwargs(),
         )
+        _check_attrs(cfg, ds, variants)  # before anything is written
         split_key = stage_key(
             "split", {"data": ds.fingerprint(), "split": cfg.split.model_dump(mode="json")}
         )
@@ -294,9 +296,7 @@ def run_experiment(
         f"data: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions; "
         f"split {len(split.train)}/{len(split.valid)}/{len(split.test)}"
     )
-    variants = cfg.variants()
-    for name in [*(cfg.eval.attrs or []), *cfg.eval.intersections, *sorted(referenced_attrs(variants))]:
-        ds.user_groups(name)  # unknown attribute -> DataError before any training
+    _check_attrs(cfg, ds, variants)
     rows: list[pd.DataFrame] = []
     evals: dict[tuple[str, int], Evaluation] = {}
     models: dict[tuple[str, int], Recommender] = {}
@@ -312,6 +312,7 @@ def run_experiment(
     runs += [(specs[v.model_label], v) for v in variants]
     bar = _progress_bar(len(runs) * len(cfg.seeds), enabled=progress)
     fitted: dict[str, tuple[Recommender, float]] = {}
+    plain_labels: dict[str, str] = {}
 
     def record(label: str, seed: int, ev: Evaluation, base: str | None) -> None:
         res = ev.results.copy()
@@ -368,7 +369,14 @@ def run_experiment(
                         else f"fit {fit_s:.1f}s"
                     )
                 timings[f"{label}/seed{seed}/fit"] = time.perf_counter() - t
-                if variant is None or variant.report_plain:
+                plain = variant is None or variant.report_plain
+                if plain and fit_key in plain_labels and variant is not None:
+                    # The same trained model is already reported (another method shares the
+                    # pre/inproc levels): its post results are reported, not a duplicate row.
+                    plain = False
+                    say(f"{label} seed {seed}: same model as {plain_labels[fit_key]}")
+                if plain:
+                    plain_labels.setdefault(fit_key, label)
                     t = time.perf_counter()
                     ev = _eval_stage(sc, fit_key, model, split, cfg, seed, label)
                     eval_s = time.perf_counter() - t
@@ -427,6 +435,13 @@ def run_experiment(
         write_result_folder(result, outp, recs_frames, extra_summary=extra)
         save_models(result, outp, say)
     return result
+
+
+def _check_attrs(cfg: ExperimentConfig, ds: Dataset, variants: list[TrainedVariant]) -> None:
+    """Unknown attribute names (eval, strategies, re-rankers) -> DataError before any training."""
+    for name in [*(cfg.eval.attrs or []), *cfg.eval.intersections,
+                 *sorted(referenced_attrs(variants))]:
+        ds.user_groups(name)
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:
