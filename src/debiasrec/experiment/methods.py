@@ -244,17 +244,17 @@ def _check_post(
         if key in params:
             errors.append(f"{where}.{key}: set by the runner (the longest eval.ks); remove it")
             return []
+    cfg_cls = RERANKERS[name].Config
+    n_before = len(errors)
+    _validate(cfg_cls, params, where, errors)
+    if len(errors) > n_before:
+        return []
     given = [k for k in ("strength", "sweep", "self_calibrate") if k in entry]
     if len(given) != 1:
         errors.append(
             f"{where}: give exactly one of strength, sweep or self_calibrate"
             + (f" (got {', '.join(given)})" if given else "")
         )
-        return []
-    cfg_cls = RERANKERS[name].Config
-    n_before = len(errors)
-    _validate(cfg_cls, params, where, errors)
-    if len(errors) > n_before:
         return []
     label = entry.get("label")
     if label is not None and (not isinstance(label, str) or not _LABEL_RE.match(label)):
@@ -386,7 +386,7 @@ def check_methods(
                 if suffix is not None:
                     label += f"@{suffix}" if "@" not in label else f"+{pv.method}@{suffix}"
                 post_labels.append((label, pv))
-            plain = base_label if not posts else f"{base_label}+none"
+            plain = f"{base_label}+none" if posts and trained_only else base_label
             v = TrainedVariant(
                 label=plain,
                 method=m.name,
