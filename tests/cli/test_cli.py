@@ -85,7 +85,7 @@ def test_run_writes_the_result_folder_layout(run_folder) -> None:
     names = {
         str(p.relative_to(out))
         for p in out.rglob("*")
-        if p.is_file() and not p.relative_to(out).parts[0] == "cache"  # the stage cache
+        if p.is_file() and p.relative_to(out).parts[0] != "cache"  # the stage cache
     }
     assert names == {
         "config.toml",

@@ -8,7 +8,17 @@ Result folder layout (the contract other tools read)::
     DIR/recs/METHOD.parquet  user_id, item_id, rank, score (original ids, top-K per test user)
     DIR/split/{train,valid,test}.parquet
     DIR/models/METHOD/       the first seed's trained model (config.json, state.safetensors)
-    DIR/report.html
+    DIR/report.html          and DIR/report.md
+    DIR/aggregate.parquet    mean and CI over seeds (method, metric, group)
+    DIR/tests.parquet        paired tests of each method against its base model, per seed
+    DIR/frontier.parquet     accuracy vs each fairness metric, Pareto-optimal methods flagged
+    DIR/explanations.parquet sample users' lists with the history items behind each item and
+                             what each method changed; DIR/calibration.parquet their genre mixes
+    DIR/cache/               the stage cache (unless --cache names another folder)
+
+Methods (``[[methods]]``, see :mod:`debiasrec.experiment.methods`) add pre-, in- and
+post-processing debiasing to a ``[[models]]`` entry; every stage is cached by content hash (see
+:mod:`debiasrec.experiment.cache` and ``docs/experiments.md``).
 """
 
 from __future__ import annotations
