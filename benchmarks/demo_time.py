@@ -87,8 +87,11 @@ def main() -> None:
             "machine means other processes were sharing the cores while this was measured, so "
             "wall times are upper bounds.\n\n" + head + "\n" + "\n".join(rows) + "\n" + extra
         )
-        write_section("debiasrec demo: wall time, memory and the stage cache",
-                      "python benchmarks/demo_time.py", body)
+        write_section(
+            "debiasrec demo: wall time, memory and the stage cache",
+            "python benchmarks/demo_time.py",
+            body,
+        )
 
     quick_out = work / "quick"
     r = run(["demo", "--quick", "--out", str(quick_out)], work)
@@ -102,8 +105,17 @@ def main() -> None:
         QUICK.read_text().replace("miscalibration <= 0.5x", "miscalibration <= 0.6x"),
         encoding="utf-8",
     )
-    r = run(["run", str(changed), "--out", str(work / "quick-changed"), "--cache",
-             str(quick_out / "cache")], work)
+    r = run(
+        [
+            "run",
+            str(changed),
+            "--out",
+            str(work / "quick-changed"),
+            "--cache",
+            str(quick_out / "cache"),
+        ],
+        work,
+    )
     rows.append(_row("`run` quick config with one post target changed (same cache)", r))
     publish()
     if not args.skip_full:

@@ -51,7 +51,10 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
     combo = variants[2]
     assert combo.pre == [{"method": "test_drop", "strength": 0.2}] and combo.report_plain
     assert [lab for lab, _ in combo.post] == [
-        "combo+calibrated", "combo+exposure@0.1", "combo+exposure@0.4", "combo+gf"
+        "combo+calibrated",
+        "combo+exposure@0.1",
+        "combo+exposure@0.4",
+        "combo+gf",
     ]
     assert combo.post[3][1].self_calibrate == {"target": "gap_ndcg:gender <= 0.5x"}
     assert combo.post[1][1].strength == 0.1
@@ -64,7 +67,7 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
     [
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibrated", '
-            "strength = 0.5 }]\n[[methods]]\nname = \"b\"\nmodel = \"bpr\"\n"
+            'strength = 0.5 }]\n[[methods]]\nname = "b"\nmodel = "bpr"\n'
             'post = [{ method = "exposure", strength = 0.5 }]\n[[methods]]\nname = "c"\n'
             'model = "bpr"\npost = [{ method = "exposure", strength = 1.5 }]\n',
             "methods[2].post[0].strength: Input should be less than or equal to 1",
@@ -158,10 +161,25 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
         ),
     ],
     ids=[
-        "strength-range", "post-key", "post-method", "strength-and-sweep", "sweep-value",
-        "selfcal-key", "selfcal-target", "inproc-name", "inproc-value", "focf-kind",
-        "inproc-non-torch", "pre-sweep-no-strength", "pre-name", "pre-value", "base-model",
-        "empty", "two-sweeps", "label-clash", "method-key",
+        "strength-range",
+        "post-key",
+        "post-method",
+        "strength-and-sweep",
+        "sweep-value",
+        "selfcal-key",
+        "selfcal-target",
+        "inproc-name",
+        "inproc-value",
+        "focf-kind",
+        "inproc-non-torch",
+        "pre-sweep-no-strength",
+        "pre-name",
+        "pre-value",
+        "base-model",
+        "empty",
+        "two-sweeps",
+        "label-clash",
+        "method-key",
     ],
 )
 def test_invalid_methods_name_the_field(tmp_path: Path, methods: str, needle: str) -> None:
@@ -171,10 +189,15 @@ def test_invalid_methods_name_the_field(tmp_path: Path, methods: str, needle: st
 
 
 def test_all_method_errors_at_once(tmp_path: Path) -> None:
-    msg = str(pytest.raises(ConfigError, _load, tmp_path,
-        '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibrated", strength = 3 }]\n'
-        '[[methods]]\nname = "b"\nmodel = "bpr"\npost = [{ method = "nope", strength = 0.1 }]\n'
-    ).value)
+    msg = str(
+        pytest.raises(
+            ConfigError,
+            _load,
+            tmp_path,
+            '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibrated", strength = 3 }]\n'
+            '[[methods]]\nname = "b"\nmodel = "bpr"\npost = [{ method = "nope", strength = 0.1 }]\n',
+        ).value
+    )
     assert "methods[0].post[0].strength" in msg and "methods[1].post[0].method" in msg
 
 
@@ -189,8 +212,11 @@ def test_post_processor_needs_a_scoring_model(tmp_path: Path, monkeypatch) -> No
         '[[models]]\nmodel = "listonly"\n[[methods]]\nname = "a"\nmodel = "listonly"\n'
         'post = [{ method = "exposure", strength = 0.2 }]\n'
     )
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.post\[0\]: re-ranker 'exposure' needs "
-                       "a model that scores the whole catalog"):
+    with pytest.raises(
+        ConfigError,
+        match=r"methods\[0\]\.post\[0\]: re-ranker 'exposure' needs "
+        "a model that scores the whole catalog",
+    ):
         load_config(path)
 
 

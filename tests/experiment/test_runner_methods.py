@@ -16,27 +16,62 @@ from debiasrec.models import BPR
 
 
 def _config(data, *, post_strength: float = 0.5, seeds=(0, 1)) -> ExperimentConfig:
-    return ExperimentConfig.model_validate({
-        "name": "methods-test",
-        "data": {"source": str(data.interactions), "users": str(data.users),
-                 "items": str(data.items), "sensitive": ["gender", "age"]},
-        "models": [{"model": "pop"},
-                   {"model": "bpr", "params": {"dim": 8, "train": {"epochs": 2}}}],
-        "methods": [
-            {"name": "bpr-adv", "model": "bpr",
-             "inproc": [{"strategy": "adversarial", "attrs": ["gender"], "strength": 0.5,
-                         "validate_leakage": False}]},
-            {"name": "bpr-drop", "model": "bpr", "pre": [{"method": "test_drop", "strength": 0.2}]},
-            {"name": "bpr-cal", "model": "bpr",
-             "post": [{"method": "calibrated", "strength": post_strength}]},
-            {"name": "bpr-exp", "model": "bpr",
-             "post": [{"method": "exposure", "self_calibrate": {"target": "long_tail_share >= 0.3",
-                                                                "grid": 3, "refine": 1}}]},
-        ],
-        "eval": {"ks": [5], "n_boot": 20},
-        "seeds": list(seeds),
-        "explain_users": 3,
-    })
+    return ExperimentConfig.model_validate(
+        {
+            "name": "methods-test",
+            "data": {
+                "source": str(data.interactions),
+                "users": str(data.users),
+                "items": str(data.items),
+                "sensitive": ["gender", "age"],
+            },
+            "models": [
+                {"model": "pop"},
+                {"model": "bpr", "params": {"dim": 8, "train": {"epochs": 2}}},
+            ],
+            "methods": [
+                {
+                    "name": "bpr-adv",
+                    "model": "bpr",
+                    "inproc": [
+                        {
+                            "strategy": "adversarial",
+                            "attrs": ["gender"],
+                            "strength": 0.5,
+                            "validate_leakage": False,
+                        }
+                    ],
+                },
+                {
+                    "name": "bpr-drop",
+                    "model": "bpr",
+                    "pre": [{"method": "test_drop", "strength": 0.2}],
+                },
+                {
+                    "name": "bpr-cal",
+                    "model": "bpr",
+                    "post": [{"method": "calibrated", "strength": post_strength}],
+                },
+                {
+                    "name": "bpr-exp",
+                    "model": "bpr",
+                    "post": [
+                        {
+                            "method": "exposure",
+                            "self_calibrate": {
+                                "target": "long_tail_share >= 0.3",
+                                "grid": 3,
+                                "refine": 1,
+                            },
+                        }
+                    ],
+                },
+            ],
+            "eval": {"ks": [5], "n_boot": 20},
+            "seeds": list(seeds),
+            "explain_users": 3,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +126,9 @@ def test_rerun_of_unchanged_config_recomputes_nothing(first_run, tiny_parquet, m
     _, out = first_run
     fits: list[str] = []
     original = BPR._fit
-    monkeypatch.setattr(BPR, "_fit", lambda self, *a, **kw: (fits.append("bpr"),
-                                                               original(self, *a, **kw))[1])
+    monkeypatch.setattr(
+        BPR, "_fit", lambda self, *a, **kw: (fits.append("bpr"), original(self, *a, **kw))[1]
+    )
     calls = DropShare.calls
     before = pd.read_parquet(out / "results.parquet")
     again = run_experiment(_config(tiny_parquet), out)
@@ -108,11 +144,11 @@ def test_changed_post_strength_reruns_only_post(first_run, tiny_parquet, tmp_pat
     _, out = first_run
     fits: list[str] = []
     original = BPR._fit
-    monkeypatch.setattr(BPR, "_fit", lambda self, *a, **kw: (fits.append("bpr"),
-                                                               original(self, *a, **kw))[1])
+    monkeypatch.setattr(
+        BPR, "_fit", lambda self, *a, **kw: (fits.append("bpr"), original(self, *a, **kw))[1]
+    )
     new_out = tmp_path / "changed"
-    result = run_experiment(_config(tiny_parquet, post_strength=0.9), new_out,
-                            cache=out / "cache")
+    result = run_experiment(_config(tiny_parquet, post_strength=0.9), new_out, cache=out / "cache")
     assert fits == []
     log = result.stages
     assert log.count("fit") == 0 and log.count("eval") == 0 and log.count("pre") == 0
@@ -127,9 +163,14 @@ def test_cache_key_depends_on_the_seed_and_model_config(tiny_parquet, transforms
     prepared = prepare_data(cfg)
     cache = tmp_path / "cache"
     run_experiment(cfg, prepared=prepared, cache=cache)
-    cfg2 = cfg.model_copy(update={"models": [
-        cfg.models[0], cfg.models[1].model_copy(update={"params": {"dim": 4, "train": {"epochs": 2}}})
-    ]})
+    cfg2 = cfg.model_copy(
+        update={
+            "models": [
+                cfg.models[0],
+                cfg.models[1].model_copy(update={"params": {"dim": 4, "train": {"epochs": 2}}}),
+            ]
+        }
+    )
     log = run_experiment(cfg2, prepared=prepared, cache=cache).stages
     assert log.count("fit", "cached") == 1  # pop only: every BPR variant depends on dim
     assert log.count("fit") == 3  # bpr, bpr-adv, bpr-drop (post methods reuse bpr)
@@ -150,7 +191,8 @@ def test_seed_aggregate_tests_and_frontier(first_run) -> None:
     assert (tests.significant == (tests.p_value < 0.05)).all()
     frontier = pd.read_parquet(out / "frontier.parquet")
     assert {"gap_ndcg@5", "leakage_auc@5", "miscalibration@5", "gini@5"} <= set(
-        frontier.fairness_metric)
+        frontier.fairness_metric
+    )
     for _, sub in frontier.groupby(["fairness_metric", "group"]):
         assert sub.on_frontier.any()
         best = sub.loc[sub.accuracy.idxmax()]

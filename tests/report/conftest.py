@@ -21,26 +21,54 @@ def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ds.interactions_frame().to_parquet(paths[0], index=False)
     ds.users_frame().to_parquet(paths[1], index=False)
     items.to_parquet(paths[2], index=False)
-    cfg = ExperimentConfig.model_validate({
-        "name": "report-test",
-        "data": {"source": str(paths[0]), "users": str(paths[1]), "items": str(paths[2]),
-                 "sensitive": ["gender", "age"]},
-        "models": [{"model": "pop"}, {"model": "itemknn"},
-                   {"model": "bpr", "params": {"dim": 8, "train": {"epochs": 3}}}],
-        "methods": [
-            {"name": "bpr-adv", "model": "bpr",
-             "inproc": [{"strategy": "adversarial", "attrs": ["gender"], "strength": 0.5,
-                         "validate_leakage": False}]},
-            {"name": "bpr-cal", "model": "bpr",
-             "post": [{"method": "calibrated",
-                       "self_calibrate": {"target": "miscalibration <= 0.7x", "grid": 3}}]},
-            {"name": "bpr-exp", "model": "bpr",
-             "post": [{"method": "exposure", "sweep": [0.2, 0.6]}]},
-        ],
-        "eval": {"ks": [5], "n_boot": 20},
-        "seeds": [0, 1],
-        "explain_users": 3,
-    })
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "report-test",
+            "data": {
+                "source": str(paths[0]),
+                "users": str(paths[1]),
+                "items": str(paths[2]),
+                "sensitive": ["gender", "age"],
+            },
+            "models": [
+                {"model": "pop"},
+                {"model": "itemknn"},
+                {"model": "bpr", "params": {"dim": 8, "train": {"epochs": 3}}},
+            ],
+            "methods": [
+                {
+                    "name": "bpr-adv",
+                    "model": "bpr",
+                    "inproc": [
+                        {
+                            "strategy": "adversarial",
+                            "attrs": ["gender"],
+                            "strength": 0.5,
+                            "validate_leakage": False,
+                        }
+                    ],
+                },
+                {
+                    "name": "bpr-cal",
+                    "model": "bpr",
+                    "post": [
+                        {
+                            "method": "calibrated",
+                            "self_calibrate": {"target": "miscalibration <= 0.7x", "grid": 3},
+                        }
+                    ],
+                },
+                {
+                    "name": "bpr-exp",
+                    "model": "bpr",
+                    "post": [{"method": "exposure", "sweep": [0.2, 0.6]}],
+                },
+            ],
+            "eval": {"ks": [5], "n_boot": 20},
+            "seeds": [0, 1],
+            "explain_users": 3,
+        }
+    )
     out = tmp_path_factory.mktemp("report_run") / "run"
     run_experiment(cfg, out)
     return out

@@ -26,8 +26,15 @@ def test_report_has_every_section_with_plots(report_run: Path) -> None:
     summary = _section(page, "summary")
     for m in ("pop", "itemknn", "bpr", "bpr-adv", "bpr-cal", "bpr-exp@0.2", "bpr-exp@0.6"):
         assert f"<td>{m}</td>" in summary, m
-    for col in ("ndcg@5", "gap ndcg@5 gender", "leakage auc (recs) gender",
-                "leakage auc (emb) gender", "miscalibration@5", "gini@5", "exposure tail@5"):
+    for col in (
+        "ndcg@5",
+        "gap ndcg@5 gender",
+        "leakage auc (recs) gender",
+        "leakage auc (emb) gender",
+        "miscalibration@5",
+        "gini@5",
+        "exposure tail@5",
+    ):
         assert f"<th>{col}</th>" in summary, col
     assert "No LLM audit in this run." in _section(page, "llm-audit")
     trans = _section(page, "transparency")
@@ -56,12 +63,22 @@ def test_counterfactual_heatmap_when_present(report_run: Path, tmp_path: Path) -
     folder = tmp_path / "with-llm"
     shutil.copytree(report_run, folder, ignore=shutil.ignore_patterns("cache", "models"))
     res = pd.read_parquet(folder / "results.parquet")
-    extra = pd.DataFrame([
-        {"method": "llm", "seed": 0, "metric": m, "group": g, "value": v, "ci_low": float("nan"),
-         "ci_high": float("nan"), "n": 10.0}
-        for m in ("jaccard@10", "snsr_jaccard@10", "serp_ms@10")
-        for g, v in (("gender=F", 0.61), ("gender=M", 0.72), ("age=18-24", 0.5))
-    ])
+    extra = pd.DataFrame(
+        [
+            {
+                "method": "llm",
+                "seed": 0,
+                "metric": m,
+                "group": g,
+                "value": v,
+                "ci_low": float("nan"),
+                "ci_high": float("nan"),
+                "n": 10.0,
+            }
+            for m in ("jaccard@10", "snsr_jaccard@10", "serp_ms@10")
+            for g, v in (("gender=F", 0.61), ("gender=M", 0.72), ("age=18-24", 0.5))
+        ]
+    )
     pd.concat([res, extra], ignore_index=True).to_parquet(folder / "results.parquet")
     page = write_report(folder).read_text()
     sec = _section(page, "llm-audit")

@@ -25,12 +25,28 @@ from debiasrec.metrics.fairness import paired_test
 
 AGGREGATE_COLUMNS = ["method", "metric", "group", "mean", "ci_low", "ci_high", "sd", "n_seeds"]
 TEST_COLUMNS = [
-    "method", "baseline", "seed", "metric", "statistic", "group", "estimate", "ci_low",
-    "ci_high", "p_value", "significant", "n",
+    "method",
+    "baseline",
+    "seed",
+    "metric",
+    "statistic",
+    "group",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "significant",
+    "n",
 ]
 FRONTIER_COLUMNS = [
-    "fairness_metric", "group", "method", "accuracy", "fairness", "accuracy_ci_low",
-    "accuracy_ci_high", "on_frontier",
+    "fairness_metric",
+    "group",
+    "method",
+    "accuracy",
+    "fairness",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "on_frontier",
 ]
 
 
@@ -84,23 +100,41 @@ def paired_tests(
         b = ev.per_user.set_index("user")[metric].reindex(a.index)
         users = a.index.to_numpy()
         tests = [("mean", "all", None)] + [
-            ("gap", attr, pd.Categorical.from_codes(
-                np.asarray(cat.codes)[users], categories=cat.categories))
+            (
+                "gap",
+                attr,
+                pd.Categorical.from_codes(np.asarray(cat.codes)[users], categories=cat.categories),
+            )
             for attr, cat in groups.items()
         ]
         for statistic, group, labels in tests:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = paired_test(a.to_numpy(), b.to_numpy(), groups=labels, n_boot=n_boot,
-                                  rng=seed, statistic=statistic)  # type: ignore[arg-type]
+                res = paired_test(
+                    a.to_numpy(),
+                    b.to_numpy(),
+                    groups=labels,
+                    n_boot=n_boot,
+                    rng=seed,
+                    statistic=statistic,
+                )  # type: ignore[arg-type]
             p = float(res["p_value"])
-            rows.append({
-                "method": method, "baseline": base, "seed": seed, "metric": metric,
-                "statistic": statistic, "group": group, "estimate": float(res["estimate"]),
-                "ci_low": float(res["ci_low"]), "ci_high": float(res["ci_high"]),
-                "p_value": p, "significant": bool(np.isfinite(p) and p < alpha),
-                "n": int(res["n"]),
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "baseline": base,
+                    "seed": seed,
+                    "metric": metric,
+                    "statistic": statistic,
+                    "group": group,
+                    "estimate": float(res["estimate"]),
+                    "ci_low": float(res["ci_low"]),
+                    "ci_high": float(res["ci_high"]),
+                    "p_value": p,
+                    "significant": bool(np.isfinite(p) and p < alpha),
+                    "n": int(res["n"]),
+                }
+            )
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
@@ -131,17 +165,23 @@ def pareto_frontier(aggregate: pd.DataFrame, k: int) -> pd.DataFrame:
         a = pts["accuracy"].to_numpy()
         v = pts["fairness"].to_numpy()
         dominated = (
-            (a[None, :] >= a[:, None]) & (v[None, :] <= v[:, None])
+            (a[None, :] >= a[:, None])
+            & (v[None, :] <= v[:, None])
             & ((a[None, :] > a[:, None]) | (v[None, :] < v[:, None]))
         ).any(axis=1)
         for i, method in enumerate(pts.index):
-            rows.append({
-                "fairness_metric": metric, "group": group, "method": method,
-                "accuracy": float(a[i]), "fairness": float(v[i]),
-                "accuracy_ci_low": float(acc.loc[method, "ci_low"]),
-                "accuracy_ci_high": float(acc.loc[method, "ci_high"]),
-                "on_frontier": bool(not dominated[i]),
-            })
+            rows.append(
+                {
+                    "fairness_metric": metric,
+                    "group": group,
+                    "method": method,
+                    "accuracy": float(a[i]),
+                    "fairness": float(v[i]),
+                    "accuracy_ci_low": float(acc.loc[method, "ci_low"]),
+                    "accuracy_ci_high": float(acc.loc[method, "ci_high"]),
+                    "on_frontier": bool(not dominated[i]),
+                }
+            )
     return pd.DataFrame(rows, columns=FRONTIER_COLUMNS)
 
 

@@ -62,9 +62,7 @@ class StageLog:
 
     def count(self, stage: str, status: str = "computed") -> int:
         """How many ``stage`` lookups had ``status`` (``computed`` counts non-cacheable ones)."""
-        return sum(
-            1 for r in self.records if r.stage == stage and r.status.startswith(status)
-        )
+        return sum(1 for r in self.records if r.stage == stage and r.status.startswith(status))
 
     def to_list(self) -> list[dict[str, Any]]:
         return [r.__dict__.copy() for r in self.records]

@@ -24,8 +24,17 @@ from debiasrec.metrics.calibration import item_category_distribution, user_distr
 from debiasrec.models.base import Recommender
 
 EXPLAIN_COLUMNS = [
-    "method", "base", "user_id", "rank", "item_id", "title", "status", "because",
-    "because_ids", "similarity", "source",
+    "method",
+    "base",
+    "user_id",
+    "rank",
+    "item_id",
+    "title",
+    "status",
+    "because",
+    "because_ids",
+    "similarity",
+    "source",
 ]
 
 
@@ -119,25 +128,40 @@ def explanations(
             for rank, (item, srow) in enumerate(zip(items, s, strict=True), start=1):
                 top = np.argsort(-srow, kind="stable")[:n_because]
                 because = h[top]
-                rows.append({
-                    "method": method, "base": base,
-                    "user_id": str(train.user_vocab[u]), "rank": rank,
-                    "item_id": str(train.item_vocab[item]), "title": titles[item],
-                    "status": "added" if base != method and len(base_items)
-                    and item not in base_items else "kept",
-                    "because": " | ".join(titles[j] for j in because),
-                    "because_ids": " | ".join(str(train.item_vocab[j]) for j in because),
-                    "similarity": float(srow[top[0]]) if len(top) else float("nan"),
-                    "source": sim.source,
-                })
+                rows.append(
+                    {
+                        "method": method,
+                        "base": base,
+                        "user_id": str(train.user_vocab[u]),
+                        "rank": rank,
+                        "item_id": str(train.item_vocab[item]),
+                        "title": titles[item],
+                        "status": "added"
+                        if base != method and len(base_items) and item not in base_items
+                        else "kept",
+                        "because": " | ".join(titles[j] for j in because),
+                        "because_ids": " | ".join(str(train.item_vocab[j]) for j in because),
+                        "similarity": float(srow[top[0]]) if len(top) else float("nan"),
+                        "source": sim.source,
+                    }
+                )
             for item in base_items:
                 if item not in items:
-                    rows.append({
-                        "method": method, "base": base, "user_id": str(train.user_vocab[u]),
-                        "rank": 0, "item_id": str(train.item_vocab[item]),
-                        "title": titles[item], "status": "removed", "because": "",
-                        "because_ids": "", "similarity": float("nan"), "source": sim.source,
-                    })
+                    rows.append(
+                        {
+                            "method": method,
+                            "base": base,
+                            "user_id": str(train.user_vocab[u]),
+                            "rank": 0,
+                            "item_id": str(train.item_vocab[item]),
+                            "title": titles[item],
+                            "status": "removed",
+                            "because": "",
+                            "because_ids": "",
+                            "similarity": float("nan"),
+                            "source": sim.source,
+                        }
+                    )
     return pd.DataFrame(rows, columns=EXPLAIN_COLUMNS)
 
 
@@ -167,16 +191,23 @@ def calibration_sample(
         n_items = train.n_items
         valid = top >= 0
         rr = np.repeat(np.arange(len(top)), top.shape[1]).reshape(top.shape)[valid]
-        mat = sp.csr_matrix((np.ones(int(valid.sum())), (rr, top[valid])),
-                            shape=(len(top), n_items))
+        mat = sp.csr_matrix(
+            (np.ones(int(valid.sum())), (rr, top[valid])), shape=(len(top), n_items)
+        )
         q = user_distribution(mat, dist)
         for i, u in enumerate(users[ok]):
             pi = p[np.flatnonzero(users == u)[0]]
             for c, name in enumerate(names):
                 if pi[c] > 0 or q[i, c] > 0:
-                    rows.append({"method": method, "user_id": str(train.user_vocab[u]),
-                                 "category": name, "history": float(pi[c]),
-                                 "recommended": float(q[i, c])})
+                    rows.append(
+                        {
+                            "method": method,
+                            "user_id": str(train.user_vocab[u]),
+                            "category": name,
+                            "history": float(pi[c]),
+                            "recommended": float(q[i, c]),
+                        }
+                    )
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -67,8 +67,13 @@ def extra_metrics(
             mc = miscalibration(ev.topk, train.csr()[users], feats, k)
         per_user[f"miscalibration@{k}"] = mc
         rows.append(
-            by_group({f"miscalibration@{k}": mc}, groups, n_boot=cfg.n_boot, ci=cfg.ci,
-                     rng=derive_seed(gen))
+            by_group(
+                {f"miscalibration@{k}": mc},
+                groups,
+                n_boot=cfg.n_boot,
+                ci=cfg.ci,
+                rng=derive_seed(gen),
+            )
         )
     leak: list[dict[str, Any]] = []
     pgen = np_rng(probe_seed)
@@ -92,12 +97,14 @@ def extra_metrics(
     if leak:
         rows.append(pd.DataFrame(leak))
     results = pd.concat(rows, ignore_index=True)
-    return Evaluation(per_user=per_user, results=results, topk=ev.topk, users=ev.users,
-                      scores=ev.scores)
+    return Evaluation(
+        per_user=per_user, results=results, topk=ev.topk, users=ev.users, scores=ev.scores
+    )
 
 
-def _recs_embedding(topk: np.ndarray, n_items: int, k: int, *, seed: int, dim: int = 64
-                    ) -> np.ndarray:
+def _recs_embedding(
+    topk: np.ndarray, n_items: int, k: int, *, seed: int, dim: int = 64
+) -> np.ndarray:
     """Multi-hot top-``k`` lists reduced to ``dim`` columns by a seeded randomised SVD.
 
     The same representation as :func:`debiasrec.metrics.leakage.recs_representation`, computed

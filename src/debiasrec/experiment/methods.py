@@ -183,8 +183,9 @@ def _check_inproc(entry: dict[str, Any], where: str, errors: list[str], model_cl
         return
     need = "user_repr" if name == "adversarial" else "pair_scores"
     if not hasattr(model_cls, need):
-        errors.append(f"{where}: strategy {name!r} needs a model with {need}(); "
-                      f"{model_cls.name!r} has none")
+        errors.append(
+            f"{where}: strategy {name!r} needs a model with {need}(); {model_cls.name!r} has none"
+        )
         return
     params = {k: v for k, v in entry.items() if k not in ("strategy", "sweep")}
     swept = INPROC_STRATEGIES[name]
@@ -204,8 +205,9 @@ def _check_inproc(entry: dict[str, Any], where: str, errors: list[str], model_cl
             continue
         allowed = _FOCF_KEYS if name == "focf" else _UGAP_KEYS
         for key in sorted(set(p) - allowed):
-            errors.append(f"{where}.{key}: unknown key (check the spelling); "
-                          f"{name} takes {sorted(allowed)}")
+            errors.append(
+                f"{where}.{key}: unknown key (check the spelling); {name} takes {sorted(allowed)}"
+            )
         w = p.get("weight", 1.0)
         if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
             errors.append(f"{where}.weight: must be a number >= 0, got {w!r}")
@@ -215,8 +217,9 @@ def _check_inproc(entry: dict[str, Any], where: str, errors: list[str], model_cl
             from debiasrec.debias.inproc import FOCF_KINDS
 
             if p["kind"] not in FOCF_KINDS:
-                errors.append(f"{where}.kind: unknown FOCF kind {p['kind']!r}; available: "
-                              f"{list(FOCF_KINDS)}")
+                errors.append(
+                    f"{where}.kind: unknown FOCF kind {p['kind']!r}; available: {list(FOCF_KINDS)}"
+                )
         if v is not None:
             break
 
@@ -284,11 +287,13 @@ def _check_post(
         return out
     cal = entry["self_calibrate"]
     if not isinstance(cal, dict):
-        errors.append(f"{where}.self_calibrate: must be a table, e.g. {{ target = \"...\" }}")
+        errors.append(f'{where}.self_calibrate: must be a table, e.g. {{ target = "..." }}')
         return []
     for key in sorted(set(cal) - _CAL_KEYS):
-        errors.append(f"{where}.self_calibrate.{key}: unknown key (check the spelling); "
-                      f"allowed: {sorted(_CAL_KEYS)}")
+        errors.append(
+            f"{where}.self_calibrate.{key}: unknown key (check the spelling); "
+            f"allowed: {sorted(_CAL_KEYS)}"
+        )
     if "target" not in cal:
         errors.append(f"{where}.self_calibrate.target: required, e.g. 'gap_ndcg:gender <= 0.5x'")
     if len(errors) > n_before:
@@ -297,8 +302,12 @@ def _check_post(
     rr = {k: v for k, v in params.items() if k != "n_candidates"}
     try:
         SelfCalibrationConfig.model_validate(
-            {"method": name, "params": rr, **ctl,
-             **({"n_candidates": params["n_candidates"]} if "n_candidates" in params else {})}
+            {
+                "method": name,
+                "params": rr,
+                **ctl,
+                **({"n_candidates": params["n_candidates"]} if "n_candidates" in params else {}),
+            }
         )
     except (ValidationError, ConfigError) as exc:
         if isinstance(exc, ValidationError):
@@ -352,7 +361,9 @@ def check_methods(
             for suffix, pv in _check_post(e, f"{where}.post[{j}]", errors, model_cls):
                 posts.append((suffix, pv, str(tag)))
         sweeps = [
-            (lvl, j) for lvl in ("pre", "inproc") for j, e in enumerate(getattr(m, lvl))
+            (lvl, j)
+            for lvl in ("pre", "inproc")
+            for j, e in enumerate(getattr(m, lvl))
             if "sweep" in e
         ]
         if len(sweeps) > 1:

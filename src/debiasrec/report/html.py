@@ -110,12 +110,15 @@ def _frontier(d: ReportData) -> str:
             for r in sub.itertuples(index=False)
         ]
         axis = metric if group == "all" else f"{metric} ({group})"
-        figs.append(_figure(
-            svg.scatter_frontier(pts, title=f"ndcg@{d.k} vs {axis}", xlabel=axis,
-                                 ylabel=f"ndcg@{d.k}"),
-            f"Accuracy vs {axis} (lower is fairer). Filled points joined by the dashed line "
-            "are Pareto-optimal: no other method is both more accurate and fairer.",
-        ))
+        figs.append(
+            _figure(
+                svg.scatter_frontier(
+                    pts, title=f"ndcg@{d.k} vs {axis}", xlabel=axis, ylabel=f"ndcg@{d.k}"
+                ),
+                f"Accuracy vs {axis} (lower is fairer). Filled points joined by the dashed line "
+                "are Pareto-optimal: no other method is both more accurate and fairer.",
+            )
+        )
     return f'<div class="plots">{"".join(figs)}</div>'
 
 
@@ -132,17 +135,21 @@ def _groups(d: ReportData) -> str:
             s = sub[sub.method == m].set_index("group")
             if s.empty:
                 continue
-            series.append((
-                m,
-                [float(s["mean"].get(g, np.nan)) for g in groups],
-                [float(s["ci_low"].get(g, np.nan)) for g in groups],
-                [float(s["ci_high"].get(g, np.nan)) for g in groups],
-            ))
+            series.append(
+                (
+                    m,
+                    [float(s["mean"].get(g, np.nan)) for g in groups],
+                    [float(s["ci_low"].get(g, np.nan)) for g in groups],
+                    [float(s["ci_high"].get(g, np.nan)) for g in groups],
+                )
+            )
         labels = [g.split("=", 1)[1] for g in groups]
-        figs.append(_figure(
-            svg.bars_ci(labels, series, title=f"{metric} by {attr}", ylabel=metric),
-            f"{metric} per {attr} group, one bar per method, with 95% CIs.",
-        ))
+        figs.append(
+            _figure(
+                svg.bars_ci(labels, series, title=f"{metric} by {attr}", ylabel=metric),
+                f"{metric} per {attr} group, one bar per method, with 95% CIs.",
+            )
+        )
     if not figs:
         return '<p class="note">No per-group accuracy in this run.</p>'
     return f'<div class="plots">{"".join(figs)}</div>'
@@ -166,13 +173,20 @@ def _exposure(d: ReportData) -> str:
             x, y = svg.lorenz(full)
             series.append((m, x.tolist(), y.tolist()))
         if series:
-            parts.append(_figure(
-                svg.lines(series, title="Lorenz curves of item exposure", xlabel="share of items "
-                          "(least exposed first)", ylabel="share of exposure", diagonal=True),
-                f"Lorenz curves of how often each catalog item appears in the top-{d.k} lists "
-                "(first seed). The diagonal is equal exposure; the further below it, the more "
-                "exposure is concentrated on few items.",
-            ))
+            parts.append(
+                _figure(
+                    svg.lines(
+                        series,
+                        title="Lorenz curves of item exposure",
+                        xlabel="share of items (least exposed first)",
+                        ylabel="share of exposure",
+                        diagonal=True,
+                    ),
+                    f"Lorenz curves of how often each catalog item appears in the top-{d.k} lists "
+                    "(first seed). The diagonal is equal exposure; the further below it, the more "
+                    "exposure is concentrated on few items.",
+                )
+            )
     agg = d.aggregate
     tiers = agg[(agg.metric == f"exposure_share@{d.k}") & agg.group.str.startswith("item_pop=")]
     if len(tiers):
@@ -181,22 +195,39 @@ def _exposure(d: ReportData) -> str:
         series = []
         if len(share):
             ref = share.groupby("group")["mean"].mean()
-            series.append(("training interactions", [float(ref.get(g, np.nan)) for g in groups],
-                           [np.nan] * len(groups), [np.nan] * len(groups)))
+            series.append(
+                (
+                    "training interactions",
+                    [float(ref.get(g, np.nan)) for g in groups],
+                    [np.nan] * len(groups),
+                    [np.nan] * len(groups),
+                )
+            )
         for m in d.methods:
             s = tiers[tiers.method == m].set_index("group")
             if s.empty:
                 continue
-            series.append((m, [float(s["mean"].get(g, np.nan)) for g in groups],
-                           [float(s["ci_low"].get(g, np.nan)) for g in groups],
-                           [float(s["ci_high"].get(g, np.nan)) for g in groups]))
+            series.append(
+                (
+                    m,
+                    [float(s["mean"].get(g, np.nan)) for g in groups],
+                    [float(s["ci_low"].get(g, np.nan)) for g in groups],
+                    [float(s["ci_high"].get(g, np.nan)) for g in groups],
+                )
+            )
         labels = [g.split("=", 1)[1] for g in groups]
-        parts.append(_figure(
-            svg.bars_ci(labels, series, title="Exposure by item popularity tier",
-                        ylabel=f"exposure share@{d.k}"),
-            "Share of recommendation slots going to head / mid / tail items, next to their "
-            "share of training interactions (CIs over seeds when there are several).",
-        ))
+        parts.append(
+            _figure(
+                svg.bars_ci(
+                    labels,
+                    series,
+                    title="Exposure by item popularity tier",
+                    ylabel=f"exposure share@{d.k}",
+                ),
+                "Share of recommendation slots going to head / mid / tail items, next to their "
+                "share of training interactions (CIs over seeds when there are several).",
+            )
+        )
     if not parts:
         return '<p class="note">No recommendation lists in this result folder.</p>'
     return f'<div class="plots">{"".join(parts)}</div>'
@@ -205,8 +236,10 @@ def _exposure(d: ReportData) -> str:
 def _calibration(d: ReportData) -> str:
     cal = d.calibration
     if cal is None or cal.empty:
-        return ('<p class="note">No calibration sample (the items have no genres, or the '
-                "folder was not written by debiasrec run).</p>")
+        return (
+            '<p class="note">No calibration sample (the items have no genres, or the '
+            "folder was not written by debiasrec run).</p>"
+        )
     users = list(dict.fromkeys(cal.user_id))[:3]
     methods = _calibration_methods(d, list(dict.fromkeys(cal.method)))
     figs = []
@@ -215,17 +248,31 @@ def _calibration(d: ReportData) -> str:
         cats = sub.groupby("category")["history"].max().sort_values(ascending=False)
         cats = cats.index[:10].tolist()
         hist = sub.groupby("category")["history"].max()
-        series = [("history", [float(hist.get(c, 0.0)) for c in cats], [np.nan] * len(cats),
-                   [np.nan] * len(cats))]
+        series = [
+            (
+                "history",
+                [float(hist.get(c, 0.0)) for c in cats],
+                [np.nan] * len(cats),
+                [np.nan] * len(cats),
+            )
+        ]
         for m in methods:
             s = sub[sub.method == m].set_index("category")["recommended"]
-            series.append((m, [float(s.get(c, 0.0)) for c in cats], [np.nan] * len(cats),
-                           [np.nan] * len(cats)))
-        figs.append(_figure(
-            svg.bars_ci(cats, series, title=f"Genre mix of user {u}", ylabel="share"),
-            f"User {u}: genre distribution of the training history and of the top-{d.k} list "
-            "of each method (10 largest history genres).",
-        ))
+            series.append(
+                (
+                    m,
+                    [float(s.get(c, 0.0)) for c in cats],
+                    [np.nan] * len(cats),
+                    [np.nan] * len(cats),
+                )
+            )
+        figs.append(
+            _figure(
+                svg.bars_ci(cats, series, title=f"Genre mix of user {u}", ylabel="share"),
+                f"User {u}: genre distribution of the training history and of the top-{d.k} list "
+                "of each method (10 largest history genres).",
+            )
+        )
     return f'<div class="plots">{"".join(figs)}</div>'
 
 
@@ -256,12 +303,18 @@ def _llm(d: ReportData) -> str:
     figs = []
     for m in dict.fromkeys(cf.method):
         sub = cf[cf.method == m].groupby(["group", "metric"])["value"].mean().unstack()
-        figs.append(_figure(
-            svg.heatmap(list(sub.index), list(sub.columns), sub.to_numpy(),
-                        title=f"Counterfactual metrics of {m}"),
-            f"{m}: counterfactual similarity of recommendations when the sensitive attribute in "
-            "the prompt is changed (rows: attribute value, columns: metric; mean over seeds).",
-        ))
+        figs.append(
+            _figure(
+                svg.heatmap(
+                    list(sub.index),
+                    list(sub.columns),
+                    sub.to_numpy(),
+                    title=f"Counterfactual metrics of {m}",
+                ),
+                f"{m}: counterfactual similarity of recommendations when the sensitive attribute in "
+                "the prompt is changed (rows: attribute value, columns: metric; mean over seeds).",
+            )
+        )
     return f'<div class="plots">{"".join(figs)}</div>'
 
 
@@ -286,7 +339,7 @@ def _transparency(d: ReportData) -> str:
             removed = s[s.status == "removed"]
             rows = "".join(
                 f'<tr><td>{int(r.rank)}</td><td class="l{" added" if r.status == "added" else ""}">'
-                f"{_e(r.title)}</td><td class=\"l\">{_e(r.because)}</td>"
+                f'{_e(r.title)}</td><td class="l">{_e(r.because)}</td>'
                 f"<td>{r.similarity:.3f}</td></tr>"
                 for r in kept.itertuples(index=False)
             )
@@ -294,9 +347,11 @@ def _transparency(d: ReportData) -> str:
             if base != m:
                 n_add = int((kept.status == "added").sum())
                 gone = ", ".join(_e(t) for t in removed.title)
-                change = (f"<p class=\"note\">vs {_e(base)}: {n_add} added"
-                          + (f'; removed: <span class="removed">{gone}</span>' if gone else "")
-                          + "</p>")
+                change = (
+                    f'<p class="note">vs {_e(base)}: {n_add} added'
+                    + (f'; removed: <span class="removed">{gone}</span>' if gone else "")
+                    + "</p>"
+                )
             blocks.append(
                 f"<details><summary>{_e(m)}</summary>{change}<table><tr><th>rank</th>"
                 '<th class="l">recommended</th><th class="l">because you interacted with</th>'
@@ -313,28 +368,36 @@ def _tests(d: ReportData) -> str:
         for c in ("estimate", "ci_low", "ci_high"):
             t[c] = t[c].map(lambda v: f"{v:+.4f}")
         t["p_value"] = t["p_value"].map(lambda v: f"{v:.4f}")
-        parts.append(_table(t, "Paired tests against the base model (mean: per-user difference "
-                               "of the metric, sign-flip permutation p; gap: difference of the "
-                               "group gap, paired stratified bootstrap p)"))
+        parts.append(
+            _table(
+                t,
+                "Paired tests against the base model (mean: per-user difference "
+                "of the metric, sign-flip permutation p; gap: difference of the "
+                "group gap, paired stratified bootstrap p)",
+            )
+        )
     else:
         parts.append('<p class="note">No paired tests (no debiasing method in this run).</p>')
     cal_rows = []
     for m, meta in d.info.items():
         for seed, s in (meta.get("self_calibration") or {}).items():
-            cal_rows.append({
-                "method": m, "seed": seed, "target": s.get("target"),
-                "strength": f"{s.get('strength', float('nan')):.3f}",
-                "met on validation": s.get("met"),
-                "valid target (base -> chosen)":
-                    f"{s.get('valid_base_target', float('nan')):.4f} -> "
+            cal_rows.append(
+                {
+                    "method": m,
+                    "seed": seed,
+                    "target": s.get("target"),
+                    "strength": f"{s.get('strength', float('nan')):.3f}",
+                    "met on validation": s.get("met"),
+                    "valid target (base -> chosen)": f"{s.get('valid_base_target', float('nan')):.4f} -> "
                     f"{s.get('valid_target', float('nan')):.4f}",
-                "valid ndcg (base -> chosen)":
-                    f"{s.get('valid_base_ndcg', float('nan')):.4f} -> "
+                    "valid ndcg (base -> chosen)": f"{s.get('valid_base_ndcg', float('nan')):.4f} -> "
                     f"{s.get('valid_ndcg', float('nan')):.4f}",
-            })
+                }
+            )
     if cal_rows:
-        parts.append(_table(pd.DataFrame(cal_rows),
-                            "Self-calibration: strength chosen on validation data"))
+        parts.append(
+            _table(pd.DataFrame(cal_rows), "Self-calibration: strength chosen on validation data")
+        )
     return "".join(parts)
 
 
@@ -346,20 +409,32 @@ def _details(d: ReportData) -> str:
         parts.append(_table(gaps.round(4), "Group gaps (max-min) and ratios (min/max)"))
     exp = res[res.group.str.startswith("item_pop=")]
     if len(exp):
-        parts.append(_table(exp.drop(columns=["ci_low", "ci_high", "n"]).round(4),
-                            "Item exposure by popularity tier vs share of training interactions"))
-    return "<details><summary>Show every gap and exposure row</summary>" + "".join(parts) + \
-        "</details>"
+        parts.append(
+            _table(
+                exp.drop(columns=["ci_low", "ci_high", "n"]).round(4),
+                "Item exposure by popularity tier vs share of training interactions",
+            )
+        )
+    return (
+        "<details><summary>Show every gap and exposure row</summary>"
+        + "".join(parts)
+        + "</details>"
+    )
 
 
 def _config(d: ReportData) -> str:
     s = d.summary
     env = {k: s.get(k) for k in ("versions", "git_commit", "timings_s", "stage_totals", "cache")}
-    parts = ["<h3>Resolved config</h3><pre>" + _e(d.config) + "</pre>",
-             "<h3>Environment</h3><pre>" + _e(json.dumps(env, indent=2, default=str)) + "</pre>"]
+    parts = [
+        "<h3>Resolved config</h3><pre>" + _e(d.config) + "</pre>",
+        "<h3>Environment</h3><pre>" + _e(json.dumps(env, indent=2, default=str)) + "</pre>",
+    ]
     if s.get("purification"):
-        parts.append("<h3>Purification</h3><pre>"
-                     + _e(json.dumps(s["purification"], indent=2, default=str)) + "</pre>")
+        parts.append(
+            "<h3>Purification</h3><pre>"
+            + _e(json.dumps(s["purification"], indent=2, default=str))
+            + "</pre>"
+        )
     return "".join(parts)
 
 
@@ -367,9 +442,16 @@ def render_html(d: ReportData) -> str:
     """The report page for ``d`` (see the module docstring)."""
     name = str(d.summary.get("name", d.folder.name))
     builders = {
-        "summary": _summary, "frontier": _frontier, "groups": _groups, "exposure": _exposure,
-        "calibration": _calibration, "llm-audit": _llm, "transparency": _transparency,
-        "tests": _tests, "details": _details, "config": _config,
+        "summary": _summary,
+        "frontier": _frontier,
+        "groups": _groups,
+        "exposure": _exposure,
+        "calibration": _calibration,
+        "llm-audit": _llm,
+        "transparency": _transparency,
+        "tests": _tests,
+        "details": _details,
+        "config": _config,
     }
     nav = "<nav>" + "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t in _SECTIONS) + "</nav>"
     body = "".join(_section(sid, title, builders[sid](d)) for sid, title in _SECTIONS)

@@ -14,8 +14,22 @@ from collections.abc import Sequence
 import numpy as np
 
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf",
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+    "#1f77b4",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#17becf",
 )
 
 
@@ -57,8 +71,18 @@ def _fmt(v: float) -> str:
 class _Frame:
     """Axes with linear scales inside a ``width x height`` SVG."""
 
-    def __init__(self, width: int, height: int, x: tuple[float, float], y: tuple[float, float],
-                 *, left: int = 56, right: int = 16, top: int = 24, bottom: int = 44) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        x: tuple[float, float],
+        y: tuple[float, float],
+        *,
+        left: int = 56,
+        right: int = 16,
+        top: int = 24,
+        bottom: int = 44,
+    ) -> None:
         self.w, self.h = width, height
         self.l, self.r, self.t, self.b = left, right, top, bottom
         self.x0, self.x1 = _pad(*x)
@@ -79,21 +103,32 @@ class _Frame:
         ]
         for v in _ticks(self.y0, self.y1):
             y = self.sy(v)
-            parts.append(f'<line x1="{self.l - 4}" y1="{y:.1f}" x2="{self.w - self.r}" '
-                         f'y2="{y:.1f}" stroke="#e6e6e6"/>')
-            parts.append(f'<text x="{self.l - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                         f"{_fmt(v)}</text>")
+            parts.append(
+                f'<line x1="{self.l - 4}" y1="{y:.1f}" x2="{self.w - self.r}" '
+                f'y2="{y:.1f}" stroke="#e6e6e6"/>'
+            )
+            parts.append(
+                f'<text x="{self.l - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(v)}</text>'
+            )
         if xticks:
             for v in _ticks(self.x0, self.x1):
                 x = self.sx(v)
-                parts.append(f'<line x1="{x:.1f}" y1="{self.h - self.b}" x2="{x:.1f}" '
-                             f'y2="{self.h - self.b + 4}" stroke="#444"/>')
-                parts.append(f'<text x="{x:.1f}" y="{self.h - self.b + 16}" '
-                             f'text-anchor="middle">{_fmt(v)}</text>')
-        parts.append(f'<text x="{(self.l + self.w - self.r) / 2:.1f}" y="{self.h - 6}" '
-                     f'text-anchor="middle" font-weight="600">{_e(xlabel)}</text>')
-        parts.append(f'<text transform="translate(14,{(self.t + self.h - self.b) / 2:.1f}) '
-                     f'rotate(-90)" text-anchor="middle" font-weight="600">{_e(ylabel)}</text>')
+                parts.append(
+                    f'<line x1="{x:.1f}" y1="{self.h - self.b}" x2="{x:.1f}" '
+                    f'y2="{self.h - self.b + 4}" stroke="#444"/>'
+                )
+                parts.append(
+                    f'<text x="{x:.1f}" y="{self.h - self.b + 16}" '
+                    f'text-anchor="middle">{_fmt(v)}</text>'
+                )
+        parts.append(
+            f'<text x="{(self.l + self.w - self.r) / 2:.1f}" y="{self.h - 6}" '
+            f'text-anchor="middle" font-weight="600">{_e(xlabel)}</text>'
+        )
+        parts.append(
+            f'<text transform="translate(14,{(self.t + self.h - self.b) / 2:.1f}) '
+            f'rotate(-90)" text-anchor="middle" font-weight="600">{_e(ylabel)}</text>'
+        )
         return "".join(parts)
 
 
@@ -120,8 +155,10 @@ def _legend(names: Sequence[str], x: float, y: float, *, dash: Sequence[bool] = 
     for i, name in enumerate(names):
         yy = y + 14 * i
         d = ' stroke-dasharray="4 2"' if i < len(dash) and dash[i] else ""
-        parts.append(f'<line x1="{x}" y1="{yy - 4}" x2="{x + 14}" y2="{yy - 4}" '
-                     f'stroke="{color(i)}" stroke-width="3"{d}/>')
+        parts.append(
+            f'<line x1="{x}" y1="{yy - 4}" x2="{x + 14}" y2="{yy - 4}" '
+            f'stroke="{color(i)}" stroke-width="3"{d}/>'
+        )
         parts.append(f'<text x="{x + 18}" y="{yy}">{_e(name)}</text>')
     return "".join(parts)
 
@@ -147,17 +184,21 @@ def scatter_frontier(
     front = sorted((p for p in points if p[3]), key=lambda p: p[1])
     if len(front) > 1:
         d = " ".join(f"{fr.sx(p[1]):.1f},{fr.sy(p[2]):.1f}" for p in front)
-        body.append(f'<polyline points="{d}" fill="none" stroke="#333" stroke-width="1.5" '
-                    'stroke-dasharray="5 3"/>')
+        body.append(
+            f'<polyline points="{d}" fill="none" stroke="#333" stroke-width="1.5" '
+            'stroke-dasharray="5 3"/>'
+        )
     for i, (name, x, y, on) in enumerate(points):
         fill = color(i) if on else "#fff"
         body.append(
             f'<circle cx="{fr.sx(x):.1f}" cy="{fr.sy(y):.1f}" r="5" fill="{fill}" '
             f'stroke="{color(i)}" stroke-width="2"><title>{_e(name)}: {xlabel} {x:.4f}, '
-            f'{ylabel} {y:.4f}{" (Pareto-optimal)" if on else ""}</title></circle>'
+            f"{ylabel} {y:.4f}{' (Pareto-optimal)' if on else ''}</title></circle>"
         )
-        body.append(f'<text x="{fr.sx(x) + 7:.1f}" y="{fr.sy(y) - 6:.1f}" font-size="10" '
-                    f'fill="#333">{_e(name)}</text>')
+        body.append(
+            f'<text x="{fr.sx(x) + 7:.1f}" y="{fr.sy(y) - 6:.1f}" font-size="10" '
+            f'fill="#333">{_e(name)}</text>'
+        )
     return _svg(width, height, title, "".join(body), "frontier")
 
 
@@ -188,8 +229,10 @@ def bars_ci(
     bw = min(16.0, (slot - 10) / n_ser)
     for c, cat in enumerate(categories):
         cx = fr.l + slot * c + slot / 2
-        body.append(f'<text x="{cx:.1f}" y="{height - fr.b + 14}" text-anchor="middle" '
-                    f'font-size="10">{_e(cat)}</text>')
+        body.append(
+            f'<text x="{cx:.1f}" y="{height - fr.b + 14}" text-anchor="middle" '
+            f'font-size="10">{_e(cat)}</text>'
+        )
         for s, (name, vs, lo, hi) in enumerate(series):
             v = vs[c]
             if not np.isfinite(v):
@@ -205,8 +248,10 @@ def bars_ci(
                 xm = x + (bw - 1) / 2
                 y_lo = fr.sy(min(max(lo[c], fr.y0), fr.y1))
                 y_hi = fr.sy(min(max(hi[c], fr.y0), fr.y1))
-                body.append(f'<line x1="{xm:.1f}" y1="{y_lo:.1f}" x2="{xm:.1f}" '
-                            f'y2="{y_hi:.1f}" stroke="#222"/>')
+                body.append(
+                    f'<line x1="{xm:.1f}" y1="{y_lo:.1f}" x2="{xm:.1f}" '
+                    f'y2="{y_hi:.1f}" stroke="#222"/>'
+                )
     body.append(_legend([s[0] for s in series], width - fr.r + 10, fr.t + 6))
     return _svg(width, height, title, "".join(body), "bars")
 
@@ -226,12 +271,16 @@ def lines(
     fr.x0, fr.x1, fr.y0, fr.y1 = 0.0, 1.0, 0.0, 1.0
     body = [fr.axes(xlabel, ylabel)]
     if diagonal:
-        body.append(f'<line x1="{fr.sx(0):.1f}" y1="{fr.sy(0):.1f}" x2="{fr.sx(1):.1f}" '
-                    f'y2="{fr.sy(1):.1f}" stroke="#999" stroke-dasharray="4 3"/>')
+        body.append(
+            f'<line x1="{fr.sx(0):.1f}" y1="{fr.sy(0):.1f}" x2="{fr.sx(1):.1f}" '
+            f'y2="{fr.sy(1):.1f}" stroke="#999" stroke-dasharray="4 3"/>'
+        )
     for i, (name, xs, ys) in enumerate(series):
         d = " ".join(f"{fr.sx(x):.1f},{fr.sy(y):.1f}" for x, y in zip(xs, ys, strict=True))
-        body.append(f'<polyline points="{d}" fill="none" stroke="{color(i)}" stroke-width="2">'
-                    f"<title>{_e(name)}</title></polyline>")
+        body.append(
+            f'<polyline points="{d}" fill="none" stroke="{color(i)}" stroke-width="2">'
+            f"<title>{_e(name)}</title></polyline>"
+        )
     body.append(_legend([s[0] for s in series], width - fr.r + 10, fr.t + 6))
     return _svg(width, height, title, "".join(body), "lines")
 
@@ -255,22 +304,31 @@ def heatmap(
     body = []
     for c, name in enumerate(cols):
         x = left + cell * c + cell / 2
-        body.append(f'<text transform="translate({x:.1f},{top - 6}) rotate(-35)" '
-                    f'font-size="10">{_e(name)}</text>')
+        body.append(
+            f'<text transform="translate({x:.1f},{top - 6}) rotate(-35)" '
+            f'font-size="10">{_e(name)}</text>'
+        )
     for r, name in enumerate(rows):
         y = top + 28 * r
         body.append(f'<text x="{left - 6}" y="{y + 18}" text-anchor="end">{_e(name)}</text>')
         for c, col in enumerate(cols):
             val = v[r, c]
             t = (val - lo) / span if np.isfinite(val) else 0.0
-            fill = (f"rgb({int(255 - 180 * t)},{int(255 - 120 * t)},{int(255 - 40 * t)})"
-                    if np.isfinite(val) else "#eee")
+            fill = (
+                f"rgb({int(255 - 180 * t)},{int(255 - 120 * t)},{int(255 - 40 * t)})"
+                if np.isfinite(val)
+                else "#eee"
+            )
             x = left + cell * c
             text = f"{val:.3f}" if np.isfinite(val) else "n/a"
-            body.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="26" fill="{fill}">'
-                        f"<title>{_e(name)}, {_e(col)}: {text}</title></rect>")
-            body.append(f'<text x="{x + cell / 2 - 1:.1f}" y="{y + 17}" text-anchor="middle" '
-                        f'font-size="10">{text}</text>')
+            body.append(
+                f'<rect x="{x}" y="{y}" width="{cell - 2}" height="26" fill="{fill}">'
+                f"<title>{_e(name)}, {_e(col)}: {text}</title></rect>"
+            )
+            body.append(
+                f'<text x="{x + cell / 2 - 1:.1f}" y="{y + 17}" text-anchor="middle" '
+                f'font-size="10">{text}</text>'
+            )
     return _svg(width, height, title, "".join(body), "heatmap")
 
 
@@ -278,7 +336,11 @@ def lorenz(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lorenz curve of exposure counts: ``(share of items, share of exposure)``, poorest first."""
     c = np.sort(np.asarray(counts, dtype=np.float64))
     total = c.sum()
-    y = np.concatenate([[0.0], np.cumsum(c) / total]) if total > 0 else np.linspace(0, 1, len(c) + 1)
+    y = (
+        np.concatenate([[0.0], np.cumsum(c) / total])
+        if total > 0
+        else np.linspace(0, 1, len(c) + 1)
+    )
     x = np.linspace(0.0, 1.0, len(c) + 1)
     if len(x) > 201:  # thin for the page; the curve is piecewise linear anyway
         idx = np.unique(np.linspace(0, len(x) - 1, 201).round().astype(int))
