@@ -45,7 +45,7 @@ def run(args: list[str], work: Path) -> dict:
         [sys.executable, "-c", _CHILD, str(stats), *args], capture_output=True, text=True
     )
     outer = time.perf_counter() - t
-    if proc.returncode != 0 or not stats.is_file():
+    if proc.returncode != 0 or not stats.is_file() or json.loads(stats.read_text())["code"]:
         raise SystemExit(f"debiasrec {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     res = json.loads(stats.read_text())
     out = Path(args[args.index("--out") + 1])
