@@ -110,10 +110,16 @@ def _frontier(d: ReportData) -> str:
             for r in sub.itertuples(index=False)
         ]
         axis = metric if group == "all" else f"{metric} ({group})"
+        order = {m: i for i, m in enumerate(d.methods)}
+        colors = [svg.color(order.get(p[0], i)) for i, p in enumerate(pts)]
         figs.append(
             _figure(
                 svg.scatter_frontier(
-                    pts, title=f"ndcg@{d.k} vs {axis}", xlabel=axis, ylabel=f"ndcg@{d.k}"
+                    pts,
+                    title=f"ndcg@{d.k} vs {axis}",
+                    xlabel=axis,
+                    ylabel=f"ndcg@{d.k}",
+                    colors=colors,
                 ),
                 f"Accuracy vs {axis} (lower is fairer). Filled points joined by the dashed line "
                 "are Pareto-optimal: no other method is both more accurate and fairer.",
@@ -426,14 +432,17 @@ def _config(d: ReportData) -> str:
     s = d.summary
     env = {k: s.get(k) for k in ("versions", "git_commit", "timings_s", "stage_totals", "cache")}
     parts = [
-        "<h3>Resolved config</h3><pre>" + _e(d.config) + "</pre>",
-        "<h3>Environment</h3><pre>" + _e(json.dumps(env, indent=2, default=str)) + "</pre>",
+        "<details open><summary>Resolved config (re-runnable as is)</summary><pre>"
+        + _e(d.config)
+        + "</pre></details>",
+        "<details><summary>Environment: versions, git commit, timings, stage cache</summary>"
+        "<pre>" + _e(json.dumps(env, indent=2, default=str)) + "</pre></details>",
     ]
     if s.get("purification"):
         parts.append(
-            "<h3>Purification</h3><pre>"
+            "<details><summary>Purification</summary><pre>"
             + _e(json.dumps(s["purification"], indent=2, default=str))
-            + "</pre>"
+            + "</pre></details>"
         )
     return "".join(parts)
 

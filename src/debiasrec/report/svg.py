@@ -169,17 +169,18 @@ def scatter_frontier(
     title: str,
     xlabel: str,
     ylabel: str,
-    width: int = 460,
+    colors: Sequence[str] | None = None,
+    width: int = 480,
     height: int = 320,
 ) -> str:
     """Methods as points ``(name, fairness x, accuracy y, on_frontier)``; the frontier as a line.
 
     Lower x (less unfair) and higher y (more accurate) are better; Pareto-optimal points are
-    filled and joined.
+    filled and joined. ``colors[i]`` colours point ``i`` (default: the palette in order).
     """
     xs = [p[1] for p in points]
     ys = [p[2] for p in points]
-    fr = _Frame(width, height, (min(xs), max(xs)), (min(ys), max(ys)))
+    fr = _Frame(width, height, (min(xs), max(xs)), (min(ys), max(ys)), right=80)
     body = [fr.axes(xlabel, ylabel)]
     front = sorted((p for p in points if p[3]), key=lambda p: p[1])
     if len(front) > 1:
@@ -189,10 +190,11 @@ def scatter_frontier(
             'stroke-dasharray="5 3"/>'
         )
     for i, (name, x, y, on) in enumerate(points):
-        fill = color(i) if on else "#fff"
+        col = colors[i] if colors is not None else color(i)
+        fill = col if on else "#fff"
         body.append(
             f'<circle cx="{fr.sx(x):.1f}" cy="{fr.sy(y):.1f}" r="5" fill="{fill}" '
-            f'stroke="{color(i)}" stroke-width="2"><title>{_e(name)}: {xlabel} {x:.4f}, '
+            f'stroke="{col}" stroke-width="2"><title>{_e(name)}: {xlabel} {x:.4f}, '
             f"{ylabel} {y:.4f}{' (Pareto-optimal)' if on else ''}</title></circle>"
         )
         body.append(

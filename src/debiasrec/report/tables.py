@@ -105,7 +105,9 @@ def to_text(df: pd.DataFrame, *, transpose: bool = True) -> str:
 def _agg_lookup(aggregate: pd.DataFrame) -> dict[tuple[str, str, str], tuple[float, float, float]]:
     return {
         (str(r.method), str(r.metric), str(r.group)): (
-            float(r.mean), float(r.ci_low), float(r.ci_high)
+            float(r.mean),
+            float(r.ci_low),
+            float(r.ci_high),
         )
         for r in aggregate.itertuples(index=False)
     }
