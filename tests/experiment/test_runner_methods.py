@@ -232,3 +232,34 @@ def test_in_memory_run_caches_nothing(tiny_parquet, transforms, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
     assert result.stages.count("fit", "cached") == 0
     assert np.isfinite(result.analysis["aggregate"]["mean"]).any()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {
+            "name": "m",
+            "model": "bpr",
+            "post": [{"method": "group_fair", "attr": "race", "strength": 0.5}],
+        },
+        {
+            "name": "m",
+            "model": "bpr",
+            "post": [{"method": "exposure", "self_calibrate": {"target": "gap_ndcg:race<=0.01"}}],
+        },
+        {"name": "m", "model": "bpr", "inproc": [{"strategy": "adversarial", "attrs": ["race"]}]},
+    ],
+    ids=["post-attr", "target-attr", "inproc-attr"],
+)
+def test_unknown_attribute_in_a_method_fails_before_training(
+    tiny_parquet, transforms, tmp_path, monkeypatch, method
+) -> None:
+    from debiasrec.errors import DataError
+
+    fits: list[str] = []
+    monkeypatch.setattr(BPR, "_fit", lambda *a, **kw: fits.append("bpr"))
+    cfg = _config(tiny_parquet, seeds=(0,)).model_copy(update={"methods": []})
+    cfg = ExperimentConfig.model_validate({**cfg.model_dump(), "methods": [method]})
+    with pytest.raises(DataError, match="race"):
+        run_experiment(cfg, tmp_path / "out")
+    assert fits == [] and not (tmp_path / "out").exists()

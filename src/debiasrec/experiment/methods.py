@@ -448,8 +448,9 @@ def referenced_attrs(variants: list[TrainedVariant]) -> set[str]:
             if "attr" in pv.params:
                 names.add(pv.params["attr"])
             tgt = (pv.self_calibrate or {}).get("target")
-            if isinstance(tgt, str) and ":" in tgt:
-                names.add(tgt.split(":", 1)[1].split()[0].rstrip("<>="))
+            found = re.match(r"^\s*[a-z_]+:([^\s<>=]+)", tgt) if isinstance(tgt, str) else None
+            if found:
+                names.add(found.group(1))
     return names
 
 
