@@ -231,3 +231,19 @@ def test_cli_exits_2_with_one_message_before_training(tmp_path: Path, cli) -> No
     assert res.err.startswith("error: invalid ") and "Traceback" not in res.err
     assert "methods[0].post[0].strength" in res.err
     assert not (tmp_path / "out").exists()
+
+
+def test_method_params_override_the_base_model(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        '[[methods]]\nname = "short"\nmodel = "bpr"\nparams = { train = { epochs = 1 } }\n'
+        'inproc = [{ strategy = "focf", attr = "gender" }]\n',
+    )
+    (variant,) = cfg.variants()
+    assert variant.params == {"dim": 8, "train": {"epochs": 1}}  # merged, dim kept
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.dimm: unknown key"):
+        _load(
+            tmp_path,
+            '[[methods]]\nname = "a"\nmodel = "bpr"\nparams = { dimm = 3 }\n'
+            'post = [{ method = "calibrated", strength = 0.5 }]\n',
+        )

@@ -33,6 +33,7 @@ def _config(data, *, post_strength: float = 0.5, seeds=(0, 1)) -> ExperimentConf
                 {
                     "name": "bpr-adv",
                     "model": "bpr",
+                    "params": {"dim": 4},
                     "inproc": [
                         {
                             "strategy": "adversarial",
@@ -114,6 +115,13 @@ def test_every_level_gives_results(first_run) -> None:
     assert set(emb.method) == {"bpr", "bpr-adv", "bpr-drop"}  # models with user embeddings
 
 
+def test_method_params_override_the_base_model(first_run) -> None:
+    result, _ = first_run
+    assert result.models[("bpr-adv", 0)].config.dim == 4  # the method's override
+    assert result.models[("bpr-adv", 0)].config.train.epochs == 2  # the rest from the base
+    assert result.models[("bpr", 0)].config.dim == 8
+
+
 def test_pre_transform_changes_the_training_data(first_run) -> None:
     result, _ = first_run
     drop = result.models[("bpr-drop", 0)]
@@ -172,8 +180,9 @@ def test_cache_key_depends_on_the_seed_and_model_config(tiny_parquet, transforms
         }
     )
     log = run_experiment(cfg2, prepared=prepared, cache=cache).stages
-    assert log.count("fit", "cached") == 1  # pop only: every BPR variant depends on dim
-    assert log.count("fit") == 3  # bpr, bpr-adv, bpr-drop (post methods reuse bpr)
+    # pop, and bpr-adv, whose own params override sets dim = 4 either way
+    assert log.count("fit", "cached") == 2
+    assert log.count("fit") == 2  # bpr and bpr-drop depend on the base model's dim
 
 
 def test_seed_aggregate_tests_and_frontier(first_run) -> None:

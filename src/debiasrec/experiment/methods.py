@@ -70,6 +70,11 @@ class MethodSpec(BaseModel):
 
     name: str
     model: str = Field(description="label of the [[models]] entry the method starts from")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the base model's params (merged key by key, nested tables "
+        "too), e.g. a shorter training for an expensive strategy",
+    )
     pre: list[dict[str, Any]] = Field(default_factory=list)
     inproc: list[dict[str, Any]] = Field(default_factory=list)
     post: list[dict[str, Any]] = Field(default_factory=list)
@@ -101,10 +106,21 @@ class TrainedVariant:
     label: str
     method: str
     model_label: str
+    params: dict[str, Any] = field(default_factory=dict)
     pre: list[dict[str, Any]] = field(default_factory=list)
     inproc: list[dict[str, Any]] = field(default_factory=list)
     post: list[tuple[str, PostVariant]] = field(default_factory=list)
     report_plain: bool = True
+
+
+def merge_params(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, key by key (nested tables merged, not replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (
+            merge_params(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 def _fmt_pydantic(exc: ValidationError, where: str) -> list[str]:
@@ -319,13 +335,17 @@ def _check_post(
 
 
 def check_methods(
-    methods: list[MethodSpec], model_labels: dict[str, str]
+    methods: list[MethodSpec],
+    model_labels: dict[str, str],
+    model_params: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[TrainedVariant], list[str]]:
     """Validate every method against the registries; expand sweeps into variants.
 
     Args:
         methods: the ``[[methods]]`` tables.
         model_labels: ``{label: model registry name}`` of the ``[[models]]`` entries.
+        model_params: ``{label: params}`` of the ``[[models]]`` entries (for ``params``
+            overrides; default: none).
 
     Returns:
         ``(variants, errors)``: the trained variants (each with its post-processing results) and
@@ -351,6 +371,12 @@ def check_methods(
             errors.append(f"{where}: lists no pre, inproc or post debiasing")
             continue
         n0 = len(errors)
+        merged = merge_params((model_params or {}).get(m.model, {}), m.params)
+        if m.params:
+            try:
+                model_cls.Config.model_validate(merged)
+            except ValidationError as exc:
+                errors.extend(_fmt_pydantic(exc, f"{where}.params"))
         for j, e in enumerate(m.pre):
             _check_pre(e, f"{where}.pre[{j}]", errors)
         for j, e in enumerate(m.inproc):
@@ -402,6 +428,7 @@ def check_methods(
                 label=plain,
                 method=m.name,
                 model_label=m.model,
+                params=merged,
                 pre=[{k: x for k, x in e.items()} for e in pre],
                 inproc=[{k: x for k, x in e.items()} for e in inproc],
                 post=post_labels,
@@ -461,6 +488,7 @@ __all__ = [
     "PostVariant",
     "TrainedVariant",
     "check_methods",
+    "merge_params",
     "referenced_attrs",
     "strategies_from",
 ]

@@ -162,7 +162,11 @@ class ExperimentConfig(BaseModel):
         dup = {x for x in names if names.count(x) > 1}
         if dup:
             raise PathError(f"methods: names must be unique; repeated: {sorted(dup)}")
-        _, errors = check_methods(self.methods, {m.label: m.model for m in self.models})
+        _, errors = check_methods(
+            self.methods,
+            {m.label: m.model for m in self.models},
+            {m.label: m.params for m in self.models},
+        )
         if errors:
             raise PathError("\n".join(errors))
         if not self.seeds:
@@ -181,7 +185,11 @@ class ExperimentConfig(BaseModel):
 
     def variants(self) -> list[TrainedVariant]:
         """The trained variants of ``methods`` (sweeps expanded), each with its post results."""
-        variants, errors = check_methods(self.methods, {m.label: m.model for m in self.models})
+        variants, errors = check_methods(
+            self.methods,
+            {m.label: m.model for m in self.models},
+            {m.label: m.params for m in self.models},
+        )
         if errors:  # validated at construction; a registry changed since
             raise ConfigError("invalid methods:\n  " + "\n  ".join(errors))
         return variants
@@ -351,6 +359,8 @@ def run_experiment(
                     sc, split, split_key, [] if variant is None else variant.pre, seed, label
                 )
                 inproc = [] if variant is None else variant.inproc
+                if variant is not None and variant.params != spec.params:
+                    spec = spec.model_copy(update={"params": variant.params})
                 fit_key = stage_key(
                     "fit",
                     {
