@@ -480,6 +480,7 @@ def _info(
         "method": variant.method,
         "base": spec.label,
         "model": spec.model,
+        "params": variant.params,
         "levels": levels,
         "pre": variant.pre,
         "pre_reports": pre_reports,
