@@ -145,14 +145,44 @@ def data_import(source, interactions, users, items, fmt, delimiter, sensitive, o
 
 
 # ---------------------------------------------------------------------------------------- run
-def _run_config(cfg, out: Path, quiet: bool = False):
+def _run_config(cfg, out: Path, quiet: bool = False, cache: Path | None = None):
     from debiasrec.experiment.runner import run_experiment
-    from debiasrec.report.tables import summary_table, to_text
+    from debiasrec.report.tables import method_table, summary_table, to_text
 
-    result = run_experiment(cfg, out, on_event=None if quiet else _err, progress=not quiet)
+    result = run_experiment(
+        cfg, out, on_event=None if quiet else _err, progress=not quiet, cache=cache
+    )
     click.echo(to_text(summary_table(result.results)))
-    click.echo(f"\nresults: {out}/results.parquet\nreport:  {out}/report.html")
+    if cfg.methods:
+        k = cfg.eval.ks[0]
+        methods = list(dict.fromkeys(result.results["method"]))
+        table = method_table(
+            result.analysis["aggregate"],
+            k=k,
+            methods=methods,
+            info=result.methods,
+            tests=result.analysis.get("tests"),
+        )
+        click.echo("\n" + to_text(table.drop(columns=["levels"]), transpose=False))
+    totals = result.stages.totals()
+    if totals and not quiet:
+        done = ", ".join(
+            f"{stage} {t['computed']} computed / {t['cached']} cached" for stage, t in totals.items()
+        )
+        _err(f"stages: {done}")
+    click.echo(
+        f"\nresults: {out}/results.parquet\nreport:  {out}/report.html (and {out}/report.md)"
+    )
     return result
+
+
+def _cache_option(f):
+    return click.option(
+        "--cache",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Stage cache folder (default: OUT/cache); unchanged stages are loaded, not rerun.",
+    )(f)
 
 
 @cli.command("run")
@@ -162,13 +192,14 @@ def _run_config(cfg, out: Path, quiet: bool = False):
     "--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's)."
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool) -> None:
+@_cache_option
+def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool, cache: Path | None) -> None:
     """Run the experiment described by CONFIG (TOML) and write the result folder OUT."""
     from debiasrec.experiment.runner import load_config
 
     cfg = load_config(config)
     _set_threads(threads)
-    _run_config(cfg, out, quiet)
+    _run_config(cfg, out, quiet, cache)
 
 
 @cli.command("demo")
@@ -178,17 +209,18 @@ def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool) -> None:
     default=Path("debiasrec-demo"),
     show_default=True,
 )
-@click.option("--quick", is_flag=True, help="Fewer models and epochs (about a minute).")
+@click.option("--quick", is_flag=True, help="Fewer models, methods and epochs (about 2 minutes).")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
-def demo(out: Path, quick: bool, threads: int | None) -> None:
-    """The main job: ML-100K, gender and age, every model; table + report."""
+@_cache_option
+def demo(out: Path, quick: bool, threads: int | None, cache: Path | None) -> None:
+    """The main job: ML-100K, gender and age; every model and debiasing method; table + report."""
     from debiasrec.experiment.runner import load_config
 
     cfg = load_config(QUICK_CONFIG if quick else DEMO_CONFIG)
     _set_threads(threads)
     t = time.perf_counter()
-    _run_config(cfg, out)
-    _err(f"demo finished in {time.perf_counter() - t:.0f}s")
+    _run_config(cfg, out, cache=cache)
+    _err(f"demo finished in {time.perf_counter() - t:.0f}s; open {out.resolve()}/report.html")
 
 
 # ---------------------------------------------------------------------------------------- audit
@@ -290,12 +322,13 @@ def llm_audit(model, params, load, data_name, attrs, intersections, n_users, k, 
 @cli.command("report")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def report(folder: Path) -> None:
-    """(Re)write FOLDER/report.html from a result folder."""
+    """(Re)write FOLDER/report.html and FOLDER/report.md from a result folder."""
     from debiasrec.report.html import write_report
 
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
     click.echo(str(write_report(folder)))
+    _err(f"markdown summary: {folder / 'report.md'}")
 
 
 @cli.command("serve")

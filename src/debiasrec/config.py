@@ -42,6 +42,10 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling)"
+            if getattr(err.get("ctx", {}).get("error"), "names_fields", False):
+                # The message already names each field path, one per line.
+                lines.extend(f"  {line}" for line in msg.splitlines())
+                continue
             lines.append(f"  {loc}: {msg}")
         raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None
 

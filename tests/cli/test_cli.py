@@ -82,12 +82,22 @@ def test_run_exit_code_and_table(run_folder) -> None:
 
 def test_run_writes_the_result_folder_layout(run_folder) -> None:
     _, out, _ = run_folder
-    names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    names = {
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.is_file() and p.relative_to(out).parts[0] != "cache"  # the stage cache
+    }
     assert names == {
         "config.toml",
         "summary.json",
         "results.parquet",
+        "aggregate.parquet",
+        "tests.parquet",
+        "frontier.parquet",
+        "explanations.parquet",
+        "calibration.parquet",
         "report.html",
+        "report.md",
         "recs/pop.parquet",
         "recs/bpr.parquet",
         "models/pop/config.json",

@@ -103,6 +103,7 @@ def test_audit_writes_the_result_folder(cli, case) -> None:
         "summary.json",
         "results.parquet",
         "report.html",
+        "report.md",
         "recs/imported.parquet",
         "split/train.parquet",
         "split/valid.parquet",

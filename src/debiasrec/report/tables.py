@@ -100,3 +100,89 @@ def to_text(df: pd.DataFrame, *, transpose: bool = True) -> str:
         40,
     ):
         return t.to_string()
+
+
+def _agg_lookup(aggregate: pd.DataFrame) -> dict[tuple[str, str, str], tuple[float, float, float]]:
+    return {
+        (str(r.method), str(r.metric), str(r.group)): (
+            float(r.mean),
+            float(r.ci_low),
+            float(r.ci_high),
+        )
+        for r in aggregate.itertuples(index=False)
+    }
+
+
+def significance_marks(tests: pd.DataFrame | None) -> dict[tuple[str, str], str]:
+    """``{(method, "all" | attribute): mark}`` from paired tests against the baseline.
+
+    The mark is ``▲``/``▼`` for the direction of the mean estimate over seeds followed by ``*``
+    when the test is significant in every seed (largest p-value below the level), else empty.
+    """
+    out: dict[tuple[str, str], str] = {}
+    if tests is None or tests.empty:
+        return out
+    for (method, group), sub in tests.groupby(["method", "group"], sort=False):
+        est = float(sub["estimate"].mean())
+        if bool(sub["significant"].all()):
+            out[(str(method), str(group))] = ("▲" if est > 0 else "▼") + "*"
+    return out
+
+
+def method_table(
+    aggregate: pd.DataFrame,
+    *,
+    k: int,
+    methods: list[str],
+    info: dict[str, dict] | None = None,
+    tests: pd.DataFrame | None = None,
+    with_ci: bool = True,
+) -> pd.DataFrame:
+    """One row per method: accuracy, group gaps, leakage, calibration and exposure at ``k``.
+
+    Values are means over seeds with their CI (t-interval over seeds, or the bootstrap CI of a
+    single seed); accuracy and gap cells carry the paired-test mark of
+    :func:`significance_marks` against the method's base model.
+    """
+    info = info or {}
+    look = _agg_lookup(aggregate)
+    marks = significance_marks(tests)
+    attrs = sorted({g for (_, m, g) in look if m == f"gap_ndcg@{k}" and "&" not in g})
+    leak_attrs = sorted({g for (_, m, g) in look if m == f"leakage_auc@{k}"})
+    emb_attrs = sorted({g for (_, m, g) in look if m == "leakage_auc_emb"})
+    cols: list[tuple[str, str, str, str | None]] = [
+        (f"ndcg@{k}", f"ndcg@{k}", "all", "all"),
+        (f"recall@{k}", f"recall@{k}", "all", None),
+    ]
+    cols += [(f"gap ndcg@{k} {a}", f"gap_ndcg@{k}", a, a) for a in attrs]
+    cols += [(f"leakage auc (recs) {a}", f"leakage_auc@{k}", a, None) for a in leak_attrs]
+    cols += [(f"leakage auc (emb) {a}", "leakage_auc_emb", a, None) for a in emb_attrs]
+    cols += [
+        (f"miscalibration@{k}", f"miscalibration@{k}", "all", None),
+        (f"gini@{k}", f"gini@{k}", "all", None),
+        (f"aplt@{k}", f"aplt@{k}", "all", None),
+        (f"exposure tail@{k}", f"exposure_share@{k}", "item_pop=tail", None),
+    ]
+    present = {(m, g) for (_, m, g) in look}
+    cols = [c for c in cols if (c[1], c[2]) in present]
+    rows = []
+    n_seeds = aggregate.groupby("method")["n_seeds"].max().to_dict() if len(aggregate) else {}
+    for method in methods:
+        meta = info.get(method, {})
+        row: dict[str, str] = {
+            "method": method,
+            "base": str(meta.get("base", "")),
+            "levels": "+".join(meta.get("levels", [])) or "-",
+            "seeds": str(int(n_seeds.get(method, 1))),
+        }
+        for name, metric, group, mark_group in cols:
+            v = look.get((method, metric, group))
+            if v is None:
+                row[name] = ""
+                continue
+            cell = _fmt(*v) if with_ci else _fmt(v[0], np.nan, np.nan)
+            if mark_group is not None:
+                cell += marks.get((method, mark_group), "")
+            row[name] = cell
+        rows.append(row)
+    return pd.DataFrame(rows)
