@@ -65,9 +65,7 @@ def test_zero_task_weights_reproduce_the_single_task_model_exactly(split, text) 
     tasks = [{**t, "weight": 0.0} for t in ALL_TASKS]
     for arch in ("shared_bottom", "mmoe"):
         mt = MultiTask(tasks=tasks, architecture=arch, text_data={"text": text})
-        multi = BPR(dim=16, train=TRAIN, strategies=[mt]).fit(
-            split.train, valid=split.valid, rng=7
-        )
+        multi = BPR(dim=16, train=TRAIN, strategies=[mt]).fit(split.train, valid=split.valid, rng=7)
         a, b = _weights(single), _weights(multi)
         assert a.keys() == b.keys()
         for k in a:

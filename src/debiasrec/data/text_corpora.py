@@ -56,7 +56,7 @@ def load_clothing_reviews(*, like_threshold: int = 4, require_text: bool = True)
 
     Args:
         like_threshold: ``label = 1`` when ``rating >= like_threshold`` (positive sentiment).
-        require_text: leave out the 845 reviews that have neither a title nor a review text.
+        require_text: leave out the 844 reviews that have neither a title nor a review text.
 
     Returns:
         One row per review with columns ``review_id`` (row number in the file), ``clothing_id``,
