@@ -8,10 +8,11 @@ Learning", 1997). Inference is unchanged: the recommender still scores ``<p_u, q
 Tasks (:class:`TaskSpec`, loss term ``mt_<name>``, logged per epoch as ``loss_mt_<name>``):
 
 * ``genre`` -- entity/attribute prediction: multi-label genres of item ``i`` from ``q_i``,
-  binary cross-entropy averaged over genres. Items: the batch's positives and negatives.
+  binary cross-entropy averaged over genres. Items: the batch's distinct positives and
+  negatives (a random subset of at most ``item_batch``).
 * ``like`` -- sentiment of a user-item pair: ``P(rating >= like_threshold)`` from
   ``x_ui = [p_u, q_i, p_u * q_i]``, binary cross-entropy. Pairs: the batch's positive pairs
-  (every one is a rated training interaction).
+  (every one is a rated training interaction; a random subset of at most ``pair_batch``).
 * ``rating`` -- rating regression from ``x_ui``: squared error to ``r_ui - mean(r)``.
 * ``text`` -- sentiment of real review text through the shared text encoder: frozen
   sentence-encoder features (:class:`debiasrec.lm.encoder.SentenceEncoder`) -> trainable
@@ -129,8 +130,12 @@ class MultiTaskConfig(BaseModel):
     init_log_var: float = Field(0.0, description="uncertainty: initial s_k")
     gradient: Literal["sum", "pcgrad"] = "sum"
     head_lr: float | None = Field(None, gt=0, description="lr of heads (default: Trainer lr)")
-    item_batch: int = Field(1024, ge=1, description="genre: items per step without pos/neg")
-    pair_batch: int = Field(1024, ge=1, description="like/rating: pairs per step without pos")
+    item_batch: int = Field(
+        1024, ge=1, description="genre: at most this many items per step (a random subset)"
+    )
+    pair_batch: int = Field(
+        1024, ge=1, description="like/rating: at most this many pairs per step (a random subset)"
+    )
     groups: dict[str, str] = Field(
         default_factory=dict, description="term name -> task group (overrides the default rule)"
     )
@@ -411,16 +416,25 @@ class MultiTask(Strategy):
         return self.net
 
     def _items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        cap = self.config.item_batch
         if "pos" in batch:
             parts = [batch["pos"], batch["neg"]] if "neg" in batch else [batch["pos"]]
-            return torch.unique(torch.cat(parts))
-        n = min(self.config.item_batch, self._n_items)
+            items = torch.unique(torch.cat(parts))
+            if len(items) > cap:
+                items = items[torch.from_numpy(self._rng.choice(len(items), cap, replace=False))]
+            return items
+        n = min(cap, self._n_items)
         return torch.from_numpy(self._rng.choice(self._n_items, size=n, replace=False))
 
     def _pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        cap = self.config.pair_batch
         if "users" in batch and "pos" in batch:
-            return batch["users"].long(), batch["pos"].long()
-        idx = self._rng.integers(0, len(self._pair_users), size=self.config.pair_batch)
+            users, items = batch["users"].long(), batch["pos"].long()
+            if len(users) > cap:
+                keep = torch.from_numpy(self._rng.choice(len(users), cap, replace=False))
+                users, items = users[keep], items[keep]
+            return users, items
+        idx = self._rng.integers(0, len(self._pair_users), size=cap)
         return torch.from_numpy(self._pair_users[idx]), torch.from_numpy(self._pair_items[idx])
 
     def _lookup_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
