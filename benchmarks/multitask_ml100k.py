@@ -175,6 +175,10 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="JSON file of finished (variant, seed) rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--report-only", action="store_true", help="train nothing: report the cached runs"
+    )
+    ap.add_argument("--note", default="", help="sentence added to the written section")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -186,7 +190,6 @@ def main() -> None:
     if args.cache and Path(args.cache).exists():
         cache = json.loads(Path(args.cache).read_text())
 
-    t_start = time.perf_counter()
     from debiasrec.lm.encoder import SentenceEncoder
 
     need_text = any(
@@ -201,8 +204,9 @@ def main() -> None:
         corp = text_corpora(lambda texts: enc.encode(texts))
         encode_s = time.perf_counter() - t
     ds, _ = load_dataset("ml-100k")
-    rows: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-    text_only: list[dict[str, float]] = []
+    # rows[name][seed]: finished runs (from the cache or trained now)
+    rows: dict[str, dict[int, dict[str, float]]] = {n: {} for n in names}
+    text_only: dict[int, dict[str, float]] = {}
     for seed in seeds:
         split = random_split(ds, rng=seed)
         groups = {
@@ -216,15 +220,16 @@ def main() -> None:
             cats = corp["cl_age"].cat.categories
             cl_age = pd.Categorical(corp["cl_age"].to_numpy()[test_rows], categories=cats)
             key = f"text-only|{seed}"
-            if key not in cache:
+            if key not in cache and not args.report_only:
                 predict = text_only_head(tdata["clothing"], seed)
                 cache[key] = text_metrics(predict(cl_x), cl_y, cl_age)
                 if args.cache:
                     Path(args.cache).write_text(json.dumps(cache))
-            text_only.append(cache[key])
+            if key in cache:
+                text_only[seed] = cache[key]
         for name in names:
             key = f"{name}|{seed}"
-            if key not in cache:
+            if key not in cache and not args.report_only:
                 kw = VARIANTS[name]
                 strategies = []
                 if kw is not None:
@@ -249,88 +254,26 @@ def main() -> None:
                 cache[key] = r
                 if args.cache:
                     Path(args.cache).write_text(json.dumps(cache))
+            if key not in cache:
+                continue
             r = cache[key]
-            rows[name].append(r)
+            rows[name][seed] = r
             print(
                 f"{name} seed {seed}: " + " ".join(f"{k} {v:.4f}" for k, v in r.items()), flush=True
             )
-
-    base = rows.get("BPR (single task)")
-    lines = [
-        "| variant | NDCG@10 | Δ NDCG@10 vs BPR | gender gap | age gap | activity gap | fit s | epochs |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, rs in rows.items():
-        delta = (
-            "–"
-            if base is None or name == "BPR (single task)"
-            else fmt([r["ndcg"] - b["ndcg"] for r, b in zip(rs, base, strict=True)])
-        )
-        lines.append(
-            f"| {name} | {fmt([r['ndcg'] for r in rs])} | {delta} | "
-            + " | ".join(fmt([r[f"gap_{a}"] for r in rs]) for a in ATTRS)
-            + f" | {np.median([r['fit_s'] for r in rs]):.0f} | {np.median([r['epochs'] for r in rs]):.0f} |"
-        )
-    # who gains: per-group NDCG change vs BPR (paired per seed)
-    group_keys = [k for k in rows[names[0]][0] if k.startswith("ndcg_")]
-    who = [
-        "| variant | " + " | ".join(k.removeprefix("ndcg_") for k in group_keys) + " |",
-        "|---|" + "---|" * len(group_keys),
-    ]
-    if base is not None:
-        who.append(
-            "| BPR (single task), NDCG@10 | "
-            + " | ".join(f"{np.mean([b[k] for b in base]):.4f}" for k in group_keys)
-            + " |"
-        )
-        for name, rs in rows.items():
-            if name == "BPR (single task)":
-                continue
-            cells = []
-            for k in group_keys:
-                m, lo, hi = t_interval(
-                    np.array([r[k] - b[k] for r, b in zip(rs, base, strict=True)])
-                )
-                mark = "*" if np.isfinite(lo) and (lo > 0 or hi < 0) else ""
-                cells.append(f"{m:+.4f}{mark}")
-            who.append(f"| {name}, Δ | " + " | ".join(cells) + " |")
-    # text sentiment head on held-out clothing reviews
-    ages = list(corp["cl_age"].cat.categories) if need_text else []
-    text_rows = ([("text-only head (no recommender)", text_only)] if need_text else []) + [
-        (n, rs) for n, rs in rows.items() if rs and "t_acc" in rs[0]
-    ]
-    tl = [
-        "| head | accuracy | "
-        + " | ".join(f"acc {a}" for a in ages)
-        + " | accuracy gap (age) | EOD (TPR gap, age) | RT accuracy |",
-        "|---|---|" + "---|" * len(ages) + "---|---|---|",
-    ]
-    for name, rs in text_rows:
-        rt_acc = fmt([r["rt_acc"] for r in rs], 3) if "rt_acc" in rs[0] else "–"
-        tl.append(
-            f"| {name} | {fmt([r['t_acc'] for r in rs], 3)} | "
-            + " | ".join(f"{np.mean([r[f't_acc_{a}'] for r in rs]):.3f}" for a in ages)
-            + f" | {fmt([r['t_gap_acc'] for r in rs], 3)} | {fmt([r['t_eod'] for r in rs], 3)} | {rt_acc} |"
-        )
-    n_test = int(round(0.3 * N_CLOTHING))
-    majority = float(np.mean(corp["cl_y"])) if need_text else float("nan")
+    rows = {n: rs for n, rs in rows.items() if rs}
+    body = report(rows, text_only, corp, need_text)
     body = (
         __doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
-        + f"\n\nSeeds {seeds}. Timings (fit s: median seconds per fit, incl. validation) were "
-        "measured with 1 torch thread while other processes shared the machine's 2 cores, so "
-        "they are noisy and only comparable within this table. Encoding the texts took "
-        f"{encode_s:.0f} s (from the on-disk cache when warm). Total wall time "
-        f"{(time.perf_counter() - t_start) / 60:.1f} min.\n\n"
-        "**Recommendation accuracy and group gaps** (NDCG@10 gap = max - min group mean):\n\n"
-        + "\n".join(lines)
-        + "\n\n**Who gains**: change of each group's mean NDCG@10 vs BPR, mean over seeds "
-        "(* = the 95 % t-interval of the paired per-seed change excludes 0):\n\n"
-        + "\n".join(who)
-        + f"\n\n**Text sentiment head** on {n_test} held-out clothing reviews per seed "
-        f"(positive = rating >= 4; majority-class accuracy {majority:.3f}); per-age-group "
-        "accuracy (mean over seeds), accuracy gap and equal-opportunity difference (max - min "
-        "TPR over age groups); RT accuracy on the 2,562 held-out Rotten Tomatoes snippets:\n\n"
-        + "\n".join(tl)
+        + f"\n\nSeeds {seeds} (the 'seeds' column says which finished for each variant; deltas "
+        "are paired on the seeds both runs have). Timings (fit s: median seconds per fit, incl. "
+        "validation) were measured with 1 torch thread while other processes shared the "
+        "machine's 2 cores (load average 8-12), so they are several times the unloaded times, "
+        "noisy, and only roughly comparable within this table. Encoding the texts took "
+        f"{encode_s:.0f} s in this run (the on-disk cache makes later runs fast)."
+        + (f" {args.note}" if args.note else "")
+        + "\n\n"
+        + body
     )
     print(body)
     if not args.no_write:
@@ -339,6 +282,107 @@ def main() -> None:
             "python benchmarks/multitask_ml100k.py",
             body,
         )
+
+
+def _paired(
+    rs: dict[int, dict[str, float]], base: dict[int, dict[str, float]], key: str
+) -> np.ndarray:
+    common = sorted(set(rs) & set(base))
+    return np.array([rs[s][key] - base[s][key] for s in common])
+
+
+def report(
+    rows: dict[str, dict[int, dict[str, float]]],
+    text_only: dict[int, dict[str, float]],
+    corp: dict[str, Any],
+    need_text: bool,
+) -> str:
+    """Markdown tables of accuracy, group gaps, per-group changes and text-head fairness."""
+    base = rows.get("BPR (single task)")
+    lines = [
+        "| variant | seeds | NDCG@10 | Δ NDCG@10 vs BPR | gender gap | age gap | activity gap "
+        "| fit s | epochs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_seed in rows.items():
+        rs = list(by_seed.values())
+        delta = (
+            "–"
+            if base is None or name == "BPR (single task)"
+            else fmt(list(_paired(by_seed, base, "ndcg")))
+        )
+        lines.append(
+            f"| {name} | {','.join(str(s) for s in sorted(by_seed))} | "
+            f"{fmt([r['ndcg'] for r in rs])} | {delta} | "
+            + " | ".join(fmt([r[f"gap_{a}"] for r in rs]) for a in ATTRS)
+            + f" | {np.median([r['fit_s'] for r in rs]):.0f}"
+            f" | {np.median([r['epochs'] for r in rs]):.0f} |"
+        )
+    out = (
+        "**Recommendation accuracy and group gaps** (NDCG@10 gap = max - min group mean):\n\n"
+        + "\n".join(lines)
+    )
+    if base is not None:
+        group_keys = [k for k in next(iter(base.values())) if k.startswith("ndcg_")]
+        who = [
+            "| variant | " + " | ".join(k.removeprefix("ndcg_") for k in group_keys) + " |",
+            "|---|" + "---|" * len(group_keys),
+            "| BPR (single task), NDCG@10 | "
+            + " | ".join(f"{np.mean([b[k] for b in base.values()]):.4f}" for k in group_keys)
+            + " |",
+        ]
+        for name, by_seed in rows.items():
+            if name == "BPR (single task)":
+                continue
+            cells = []
+            for k in group_keys:
+                m, lo, hi = t_interval(_paired(by_seed, base, k))
+                mark = "*" if np.isfinite(lo) and (lo > 0 or hi < 0) else ""
+                cells.append(f"{m:+.4f}{mark}")
+            who.append(f"| {name}, Δ | " + " | ".join(cells) + " |")
+        out += (
+            "\n\n**Who gains**: change of each group's mean NDCG@10 vs BPR, mean over the "
+            "paired seeds (* = the 95 % t-interval of the per-seed change excludes 0):\n\n"
+            + "\n".join(who)
+        )
+    if need_text:
+        ages = list(corp["cl_age"].cat.categories)
+        text_rows = [("text-only head (no recommender)", list(text_only.values()))] + [
+            (n, list(rs.values())) for n, rs in rows.items() if "t_acc" in next(iter(rs.values()))
+        ]
+        tl = [
+            "| head | seeds | accuracy | "
+            + " | ".join(f"acc {a}" for a in ages)
+            + " | accuracy gap (age) | EOD (TPR gap, age) | RT accuracy |",
+            "|---|---|---|" + "---|" * len(ages) + "---|---|---|",
+        ]
+        for name, rs in text_rows:
+            rt_acc = fmt([r["rt_acc"] for r in rs], 3) if "rt_acc" in rs[0] else "–"
+            tl.append(
+                f"| {name} | {len(rs)} | {fmt([r['t_acc'] for r in rs], 3)} | "
+                + " | ".join(f"{np.mean([r[f't_acc_{a}'] for r in rs]):.3f}" for a in ages)
+                + f" | {fmt([r['t_gap_acc'] for r in rs], 3)}"
+                f" | {fmt([r['t_eod'] for r in rs], 3)} | {rt_acc} |"
+            )
+        n_test = N_CLOTHING - int(0.7 * N_CLOTHING)
+        majority = float(np.mean(corp["cl_y"]))
+        out += (
+            f"\n\n**Text sentiment head** on {n_test} held-out clothing reviews per seed "
+            f"(positive = rating >= 4; majority-class accuracy {majority:.3f}); per-age-group "
+            "accuracy (mean over seeds), accuracy gap and equal-opportunity difference (max - "
+            "min TPR over age groups); RT accuracy on the 2,562 held-out Rotten Tomatoes "
+            "snippets:\n\n" + "\n".join(tl)
+        )
+    unc = [
+        (n, rs)
+        for n, rs in rows.items()
+        if any(k.startswith("s_") for k in next(iter(rs.values())))
+    ]
+    for name, rs in unc:
+        keys = [k for k in next(iter(rs.values())) if k.startswith("s_")]
+        vals = ", ".join(f"{k[2:]} {np.mean([r[k] for r in rs.values()]):+.2f}" for k in keys)
+        out += f"\n\nLearned log-variances s_k of '{name}' (mean over seeds): {vals}."
+    return out
 
 
 if __name__ == "__main__":
