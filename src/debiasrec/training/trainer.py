@@ -2,7 +2,9 @@
 
 A model plugs in through the :class:`Trainable` protocol (``module``, ``batches``, ``loss_terms``,
 ``param_groups``, ``score_block``); in-processing debiasing plugs in as a :class:`Strategy` that
-adds named loss terms, its own modules and parameter groups, and hooks around each step. There
+adds named loss terms, its own modules and parameter groups, and hooks around each step
+(including ``combine_terms``, which may rewrite the weighted terms before they are summed, and
+``backward``, which may run the backward pass itself: learned loss weights, PCGrad). There
 is no trainer subclass per model and no forked trainer per method.
 
 Early stopping watches a validation ranking metric (default NDCG@10, full ranking with training
