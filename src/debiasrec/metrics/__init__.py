@@ -27,7 +27,9 @@ from debiasrec.metrics.beyond import (
 )
 from debiasrec.metrics.fairness import (
     BY_GROUP_COLUMNS,
+    CLASSIFIER_COLUMNS,
     by_group,
+    classifier_by_group,
     item_group_exposure,
     paired_test,
 )
@@ -52,6 +54,7 @@ from debiasrec.metrics.yao import YAO_METRICS, yao_unfairness
 
 __all__ = [
     "BY_GROUP_COLUMNS",
+    "CLASSIFIER_COLUMNS",
     "LEAKAGE_COLUMNS",
     "YAO_METRICS",
     "auc",
@@ -70,6 +73,7 @@ __all__ = [
     "DegenerateMetricWarning",
     "average_popularity",
     "by_group",
+    "classifier_by_group",
     "exposure_counts",
     "exposure_gini",
     "gini",

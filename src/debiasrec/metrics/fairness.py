@@ -592,3 +592,97 @@ def item_group_exposure(
             "ratio": np.asarray(ratio, dtype=np.float64),
         }
     )
+
+
+# --------------------------------------------------------------------------------------------
+# binary classifiers (e.g. an auxiliary sentiment head)
+# --------------------------------------------------------------------------------------------
+
+#: Columns of the DataFrame returned by :func:`classifier_by_group`, in order.
+CLASSIFIER_COLUMNS: tuple[str, ...] = ("metric", "group", "value", "n")
+
+
+def _binary(x: object, name: str, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+        want = f"({n},)" if n is not None else "1-D"
+        raise DataError(f"{name} must be a {want} array, got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.int64)
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        raise DataError(f"{name} must hold 0/1 (or bool) labels")
+    return arr.astype(np.int64)
+
+
+def _rates(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
+    """Accuracy, TPR and FPR of predictions ``p`` for labels ``y`` (NaN when undefined)."""
+    acc = float(np.mean(y == p)) if y.size else np.nan
+    pos, neg = y == 1, y == 0
+    tpr = float(np.mean(p[pos] == 1)) if pos.any() else np.nan
+    fpr = float(np.mean(p[neg] == 1)) if neg.any() else np.nan
+    return acc, tpr, fpr
+
+
+def classifier_by_group(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: GroupsLike, *, attr: str = "group"
+) -> pd.DataFrame:
+    """Accuracy, true- and false-positive rates of a binary classifier, overall and per group.
+
+    With ``TPR_g = P(yhat = 1 | y = 1, g)`` and ``FPR_g = P(yhat = 1 | y = 0, g)``:
+
+    - ``eod = max_g TPR_g - min_g TPR_g`` -- equal-opportunity difference (Hardt, Price & Srebro,
+      "Equality of Opportunity in Supervised Learning", NeurIPS 2016; Fairlearn's
+      ``equal_opportunity_difference``);
+    - ``gap_fpr = max_g FPR_g - min_g FPR_g`` (with ``eod``, the two parts of equalised odds);
+    - ``gap_accuracy = max_g acc_g - min_g acc_g``.
+
+    Gaps are over groups where the rate is defined (a group without positives has no TPR); fewer
+    than two such groups give NaN with a :class:`DegenerateMetricWarning`.
+
+    Args:
+        y_true: 0/1 (or bool) labels.
+        y_pred: 0/1 (or bool) predictions, aligned with ``y_true``.
+        groups: per-example group labels (missing labels: in ``"all"`` only).
+        attr: attribute name used in the ``group`` column (``"ATTR=LABEL"``).
+
+    Returns:
+        Tidy DataFrame ``metric, group, value, n``: rows ``accuracy``, ``tpr``, ``fpr`` for group
+        ``"all"`` and each ``"ATTR=LABEL"`` (``n`` = examples, positives, negatives), then
+        ``gap_accuracy``, ``eod`` and ``gap_fpr`` with group ``ATTR``.
+
+    Raises:
+        DataError: labels not binary, lengths differ.
+    """
+    y = _binary(y_true, "y_true")
+    p = _binary(y_pred, "y_pred", y.shape[0])
+    cat = _as_categorical(groups, attr, y.shape[0])
+    codes = np.asarray(cat.codes)
+    rows: list[tuple[str, str, float, int]] = []
+
+    def add(label: str, sel: np.ndarray) -> tuple[float, float, float]:
+        ys, ps = y[sel], p[sel]
+        acc, tpr, fpr = _rates(ys, ps)
+        rows.append(("accuracy", label, acc, int(sel.sum())))
+        rows.append(("tpr", label, tpr, int((ys == 1).sum())))
+        rows.append(("fpr", label, fpr, int((ys == 0).sum())))
+        return acc, tpr, fpr
+
+    add("all", np.ones(y.shape[0], dtype=bool))
+    per = []
+    for g, label in enumerate(cat.categories):
+        sel = codes == g
+        if not sel.any():
+            warn_degenerate(f"group {attr}={label} has no examples; its rates are NaN")
+        per.append(add(f"{attr}={label}", sel))
+    stats_ = np.asarray(per, dtype=np.float64).reshape(-1, 3)
+    n_labelled = int((codes >= 0).sum())
+    for j, name in enumerate(("gap_accuracy", "eod", "gap_fpr")):
+        col = stats_[:, j]
+        ok = col[~np.isnan(col)]
+        if ok.size < 2:
+            warn_degenerate(f"{name}: fewer than two groups of {attr!r} have a defined rate; NaN")
+            rows.append((name, attr, np.nan, n_labelled))
+        else:
+            rows.append((name, attr, float(ok.max() - ok.min()), n_labelled))
+    frame = pd.DataFrame.from_records(rows, columns=list(CLASSIFIER_COLUMNS))
+    return frame.astype({"metric": str, "group": str, "value": "float64", "n": "int64"})

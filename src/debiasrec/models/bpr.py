@@ -161,6 +161,10 @@ class BPR(TorchRecommender):
         """User representation used for scoring (what adversaries and probes see)."""
         return self.filter_user(self.module.user(users))
 
+    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+        """Item representation used for scoring (what auxiliary item heads see)."""
+        return self.module.item(items)
+
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg: BPRConfig = self.config  # type: ignore[assignment]
         u = self.user_repr(batch["users"])

@@ -164,6 +164,12 @@ class LightGCN(TorchRecommender):
             return self.filter_user(self.propagate()[0][users])
         return self.filter_user(self._finals()[0][users])
 
+    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+        """Final (layer-mean) item embeddings; differentiable while training, as user_repr."""
+        if self.module.training and torch.is_grad_enabled():
+            return self.propagate()[1][items]
+        return self._finals()[1][items]
+
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Differentiable scores of ``(users[r], items[r])`` pairs (propagates afresh)."""
         users_f, items_f = self.propagate()

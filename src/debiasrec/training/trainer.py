@@ -2,7 +2,9 @@
 
 A model plugs in through the :class:`Trainable` protocol (``module``, ``batches``, ``loss_terms``,
 ``param_groups``, ``score_block``); in-processing debiasing plugs in as a :class:`Strategy` that
-adds named loss terms, its own modules and parameter groups, and hooks around each step. There
+adds named loss terms, its own modules and parameter groups, and hooks around each step
+(including ``combine_terms``, which may rewrite the weighted terms before they are summed, and
+``backward``, which may run the backward pass itself: learned loss weights, PCGrad). There
 is no trainer subclass per model and no forked trainer per method.
 
 Early stopping watches a validation ranking metric (default NDCG@10, full ranking with training
@@ -163,6 +165,30 @@ class Strategy:
 
     def before_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
         """Called before the model's loss of each batch (e.g. to pick the active filters)."""
+
+    def combine_terms(
+        self, weighted: dict[str, torch.Tensor], epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """Rewrite the batch's weighted loss terms before they are summed (default: unchanged).
+
+        ``weighted[k]`` is ``loss_weights.get(k, 1) * term_k`` over the terms of the model and of
+        every strategy; strategies are applied in order. Used by learned loss weighting (e.g.
+        uncertainty weighting, :mod:`debiasrec.debias.inproc.multitask`). The history still logs
+        the raw terms.
+        """
+        return weighted
+
+    def backward(
+        self, weighted: dict[str, torch.Tensor], params: Sequence[torch.nn.Parameter]
+    ) -> bool:
+        """Optionally run the backward pass of the batch's terms in place of ``sum().backward()``.
+
+        Return ``True`` after filling ``p.grad`` of ``params`` (every trained parameter: the
+        model's, the strategies' parameter groups and modules), e.g. with per-task gradients
+        combined by PCGrad; ``False`` (default) leaves it to the Trainer. The first strategy that
+        returns ``True`` wins.
+        """
+        return False
 
     def after_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
         """Called after each optimizer step (e.g. an adversary's own update)."""
@@ -333,11 +359,15 @@ class Trainer:
                         )
                     terms.update(extra)
                 st.produced.update(terms)
-                total = sum(cfg.loss_weights.get(k, 1.0) * v for k, v in terms.items())
+                weighted = {k: cfg.loss_weights.get(k, 1.0) * v for k, v in terms.items()}
+                for s in self.strategies:
+                    weighted = s.combine_terms(weighted, epoch)
                 opt.zero_grad(set_to_none=True)
                 if weight != 1.0:
-                    total = total * weight
-                total.backward()  # type: ignore[union-attr]
+                    weighted = {k: v * weight for k, v in weighted.items()}
+                if not any(s.backward(weighted, sync_params) for s in self.strategies):
+                    total = sum(weighted.values())
+                    total.backward()  # type: ignore[union-attr]
                 dist_.sync_grads(sync_params, ctx)
                 opt.step()
                 for s in self.strategies:
