@@ -52,6 +52,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
 
 SEED, K, N_CAND = 2020, 10, 30
+# Prompts carry the profile fields (age, gender, occupation) as well as the history, as in the
+# FaiRLLM-style pilot; LLMRanker's default prompt has the history only.
+PROFILE_TEMPLATE = {"profile": None}
 SECTION = "Generative LLM ranker on ML-100K (SmolLM2-135M, BPR top-30 candidates)"
 
 
@@ -137,7 +140,8 @@ def main() -> None:
     nd, rc = accuracy(retr, users, split)
     rows["BPR retriever alone"] = {"ndcg": nd, "recall": rc, "top10": retr}
 
-    zero = LLMRanker(n_candidates=N_CAND, calibration="pmi", device="cpu", batch_size=8).fit(
+    zero = LLMRanker(n_candidates=N_CAND, calibration="pmi", device="cpu", batch_size=8,
+                     user_template=PROFILE_TEMPLATE).fit(  # fmt: skip
         train, valid=split.valid, rng=SEED, retriever=bpr
     )
     lm: CausalLM = zero.lm
@@ -213,6 +217,7 @@ def main() -> None:
 
     t = time.perf_counter()
     tuned = LLMRanker(
+        user_template=PROFILE_TEMPLATE,
         n_candidates=N_CAND,
         calibration="pmi",
         device="cpu",

@@ -59,6 +59,7 @@ def test_learns_beyond_popularity_and_text_only_mode_works(split, cache) -> None
 
 
 def test_profile_fields_enter_only_through_the_user_text(split, cache) -> None:
+    assert TextTwoTower().config.profile is False  # no sensitive input unless asked for
     with_p = TextTwoTower(cache_dir=cache, profile=True, dim=8, hidden=16, train=_FAST)
     without = TextTwoTower(cache_dir=cache, profile=False, dim=8, hidden=16, train=_FAST)
     t_with = with_p.user_texts(split.train, [0])[0]
@@ -74,7 +75,8 @@ def test_profile_fields_enter_only_through_the_user_text(split, cache) -> None:
 
 
 def test_score_with_texts_matches_score_and_reacts_to_the_text(split, cache) -> None:
-    m = TextTwoTower(cache_dir=cache, dim=8, hidden=16, train=_FAST).fit(split.train, rng=0)
+    m = TextTwoTower(cache_dir=cache, profile=True, dim=8, hidden=16, train=_FAST)
+    m.fit(split.train, rng=0)
     users = np.arange(6)
     texts = m.user_texts(split.train, users)
     np.testing.assert_allclose(m.score_with_texts(users, texts), m.score(users), atol=1e-5)

@@ -80,7 +80,11 @@ class LLMRankerConfig(ModelConfig):
     fusion_weight: float = Field(0.0, ge=0.0, le=1.0)
     outside_candidates: Literal["retriever", "-inf"] = "retriever"
     # templates
-    user_template: UserTemplate = Field(default_factory=UserTemplate)
+    user_template: UserTemplate = Field(
+        default_factory=lambda: UserTemplate(profile=[]),
+        description="user text of the prompt; default: history titles only (no sensitive "
+        "fields); profile=None writes the dataset's sensitive attributes too",
+    )
     item_template: ItemTemplate = Field(default_factory=ItemTemplate)
     # fine-tuning (LoRA)
     finetune_users: int = Field(0, ge=0, description="sampled users; 0 = zero-shot")

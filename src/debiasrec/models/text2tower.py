@@ -56,7 +56,11 @@ class TextTwoTowerConfig(TorchModelConfig):
 
     encoder: str | None = Field(None, description="encoder name/path; None = all-MiniLM-L6-v2")
     cache_dir: str | None = Field(None, description="embedding cache (None: ~/.cache/debiasrec)")
-    profile: bool = Field(True, description="write the profile fields into the user text")
+    profile: bool = Field(
+        False,
+        description="write the profile fields (the dataset's sensitive attributes, e.g. age, "
+        "gender, occupation) into the user text; off by default: no model needs them",
+    )
     user_text: bool = Field(True, description="use the encoded user text in the user tower")
     history: bool = Field(True, description="pool the training history in the user tower")
     item_ids: bool = Field(True, description="add trainable item-id embeddings (hybrid model)")
