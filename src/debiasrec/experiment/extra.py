@@ -90,9 +90,12 @@ def extra_metrics(
         leak += _leak_rows(res, f"@{k}", attr)
         if embeddings is not None:
             full = test.user_groups(attr)
+            # Users a pre-processing transform appended to the training data (synthetic or
+            # oversampled copies) come after the real users' codes: probe the real users only.
+            emb = embeddings[: len(full)]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = leakage(embeddings, full, folds=folds, rng=derive_seed(pgen), ci=cfg.ci)
+                res = leakage(emb, full, folds=folds, rng=derive_seed(pgen), ci=cfg.ci)
             leak += _leak_rows(res, "_emb", attr)
     if leak:
         rows.append(pd.DataFrame(leak))

@@ -15,7 +15,8 @@ debiasing at any of the three levels, which combine::
 - ``inproc``: Trainer strategies used together in one training run: ``adversarial``
   (:class:`~debiasrec.debias.inproc.Adversarial`, keys of ``AdversarialConfig``), ``focf``
   (:class:`~debiasrec.debias.inproc.FOCFRegularizer`: ``attr, kind, weight, disadvantaged,
-  smooth``) and ``utility_gap`` (:class:`~debiasrec.debias.inproc.UtilityGapPenalty`: ``attr,
+  smooth``), ``multitask`` (:class:`~debiasrec.debias.inproc.multitask.MultiTask`: keys of
+  ``MultiTaskConfig``; genre, like and rating tasks) and ``utility_gap`` (:class:`~debiasrec.debias.inproc.UtilityGapPenalty`: ``attr,
   weight``). Torch models only.
 - ``post``: re-rankers of :data:`debiasrec.debias.post.RERANKERS`. Each entry is a separate result
   over the same trained model (re-rankers act on the model's scores; they are not chained), with
@@ -45,10 +46,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from debiasrec.errors import ConfigError
 
 #: In-processing strategies by config name and the key that ``sweep`` varies.
-INPROC_STRATEGIES: dict[str, str] = {
+INPROC_STRATEGIES: dict[str, str | None] = {
     "adversarial": "strength",
     "focf": "weight",
     "utility_gap": "weight",
+    "multitask": None,  # several task weights: no single strength to sweep
 }
 _FOCF_KEYS = {"attr", "kind", "weight", "disadvantaged", "smooth"}
 _UGAP_KEYS = {"attr", "weight"}
@@ -197,7 +199,7 @@ def _check_inproc(entry: dict[str, Any], where: str, errors: list[str], model_cl
             f"{model_cls.name!r} is not a torch model (use bpr, lightgcn or multvae)"
         )
         return
-    need = "user_repr" if name == "adversarial" else "pair_scores"
+    need = {"adversarial": "user_repr", "multitask": "item_repr"}.get(name, "pair_scores")
     if not hasattr(model_cls, need):
         errors.append(
             f"{where}: strategy {name!r} needs a model with {need}(); {model_cls.name!r} has none"
@@ -205,6 +207,20 @@ def _check_inproc(entry: dict[str, Any], where: str, errors: list[str], model_cl
         return
     params = {k: v for k, v in entry.items() if k not in ("strategy", "sweep")}
     swept = INPROC_STRATEGIES[name]
+    if swept is None:
+        if "sweep" in entry:
+            errors.append(f"{where}.sweep: strategy {name!r} has no single strength to sweep")
+            return
+        from debiasrec.debias.inproc.multitask import MultiTaskConfig
+
+        n_err = len(errors)
+        _validate(MultiTaskConfig, params, where, errors)
+        if len(errors) == n_err and any(t.get("kind") == "text" for t in params.get("tasks", [])):
+            errors.append(
+                f"{where}.tasks: text tasks need review data passed from Python "
+                "(MultiTask(text_data=...)); in a config use genre, like or rating tasks"
+            )
+        return
     values: list[Any] = [None]
     if "sweep" in entry:
         if not _num_list(entry["sweep"]):
@@ -458,6 +474,10 @@ def strategies_from(entries: list[dict[str, Any]]) -> list[Any]:
             out.append(Adversarial(AdversarialConfig(**params)))
         elif e["strategy"] == "focf":
             out.append(FOCFRegularizer(**params))
+        elif e["strategy"] == "multitask":
+            from debiasrec.debias.inproc.multitask import MultiTask
+
+            out.append(MultiTask(params))
         else:
             out.append(UtilityGapPenalty(**params))
     return out

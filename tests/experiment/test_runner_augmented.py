@@ -1,0 +1,67 @@
+"""The runner with the shipped transforms that append users, and with the LM / multi-task models."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from debiasrec.experiment.runner import ExperimentConfig, run_experiment
+
+
+def _cfg(data, methods, models=None) -> ExperimentConfig:
+    return ExperimentConfig.model_validate(
+        {
+            "name": "augmented",
+            "data": {"source": str(data.interactions), "users": str(data.users),
+                     "items": str(data.items), "sensitive": ["gender", "age"]},
+            "models": models or [{"model": "bpr", "params": {"dim": 8, "train": {"epochs": 2}}}],
+            "methods": methods,
+            "eval": {"ks": [10], "n_boot": 20},
+        }
+    )  # fmt: skip
+
+
+def test_appended_users_are_not_evaluated_or_probed(tiny_parquet, tmp_path) -> None:
+    cfg = _cfg(tiny_parquet, [
+        {"name": "bpr-over", "model": "bpr", "pre": [{"method": "oversample", "attr": "gender"}]},
+        {"name": "bpr-mt", "model": "bpr",
+         "inproc": [{"strategy": "multitask", "tasks": [{"kind": "genre"}]}]},
+    ])  # fmt: skip
+    result = run_experiment(cfg, tmp_path / "out")
+    res = result.results
+    over = res[(res.method == "bpr-over") & (res.metric == "ndcg@10") & (res.group == "all")]
+    base = res[(res.method == "bpr") & (res.metric == "ndcg@10") & (res.group == "all")]
+    assert int(over.n.iloc[0]) == int(base.n.iloc[0])  # the same real test users
+    assert {"leakage_auc_emb"} <= set(res[res.method == "bpr-over"].metric)
+    recs = pd.read_parquet(tmp_path / "out" / "recs" / "bpr-over.parquet")
+    assert not recs.user_id.astype(str).str.startswith("over:").any()
+    assert (res[res.method == "bpr-mt"].metric == "ndcg@10").any()
+
+
+def test_multitask_config_errors_name_the_field(tiny_parquet) -> None:
+    with pytest.raises(Exception, match=r"methods\[0\]\.inproc\[0\]"):
+        _cfg(
+            tiny_parquet,
+            [
+                {
+                    "name": "x",
+                    "model": "bpr",
+                    "inproc": [{"strategy": "multitask", "tasks": [{"kind": "nope"}]}],
+                }
+            ],
+        )
+    with pytest.raises(Exception, match="text tasks need review data"):
+        _cfg(
+            tiny_parquet,
+            [
+                {
+                    "name": "x",
+                    "model": "bpr",
+                    "inproc": [{"strategy": "multitask", "tasks": [{"kind": "text"}]}],
+                }
+            ],
+        )
+    with pytest.raises(Exception, match="no single strength"):
+        _cfg(tiny_parquet, [{"name": "x", "model": "bpr",
+                             "inproc": [{"strategy": "multitask", "sweep": [1, 2],
+                                         "tasks": [{"kind": "genre"}]}]}])  # fmt: skip
