@@ -1,4 +1,4 @@
-"""Counterfactual audit of the zero-shot LLM ranker (SmolLM2-135M) on ML-100K.
+"""Counterfactual audit of the LLM ranker (SmolLM2-135M; zero-shot or LoRA fine-tuned) on ML-100K.
 
 FaiRLLM's protocol with controls (``debiasrec.experiment.llm_audit.run_audit``): BPR top-30
 candidates (split seed 2020, model seed 0), re-ranked by SmolLM2-135M-Instruct (mean log-likelihood
@@ -33,12 +33,14 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--finetune-users", type=int, default=0,
+                    help="LoRA fine-tune on this many sampled users first (0: zero-shot)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds, _ = load_dataset("ml-100k")
     split = random_split(ds, rng=2020)
     t = time.perf_counter()
-    model = LLMRanker().fit(split.train, valid=split.valid, rng=0)
+    model = LLMRanker(finetune_users=args.finetune_users).fit(split.train, valid=split.valid, rng=0)
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     cfg = {"n_users": args.users, "attrs": ["gender", "age"], "values": {"age": [20, 30, 45, 60]},
@@ -65,8 +67,11 @@ def main() -> None:
     jac = res[(res.metric == "jaccard@10")].set_index("group").value
     ndcg = res[(res.metric == "cf_ndcg@10")].set_index("group").value
     body = "\n".join([
-        f"{args.users} sampled test users, {args.threads} torch threads, CPU. Retriever fit + LLM "
-        f"load {fit_s:.0f} s; audit ({len(ndcg)} prompts per user) {audit_s:.0f} s.",
+        f"{args.users} sampled test users, {args.threads} torch threads, CPU. "
+        + (f"LoRA fine-tuned on {args.finetune_users} sampled users (LLMRanker defaults: rank 8, "
+           "1 epoch, 1 target per user). " if args.finetune_users else "Zero-shot. ")
+        + f"Retriever fit + LLM load{' + fine-tuning' if args.finetune_users else ''} "
+        f"{fit_s:.0f} s; audit ({len(ndcg)} prompts per user) {audit_s:.0f} s.",
         "",
         *lines,
         "",
@@ -77,9 +82,13 @@ def main() -> None:
     ])  # fmt: skip
     print(body)
     if not args.no_write:
-        write_section("Counterfactual audit of the zero-shot LLM ranker (ML-100K)",
-                      f"python benchmarks/llm_audit_ml100k.py --users {args.users} "
-                      f"--threads {args.threads}", body)  # fmt: skip
+        kind = (
+            f"LoRA fine-tuned ({args.finetune_users} users)" if args.finetune_users else "zero-shot"
+        )
+        cmd = f"python benchmarks/llm_audit_ml100k.py --users {args.users} --threads {args.threads}"
+        if args.finetune_users:
+            cmd += f" --finetune-users {args.finetune_users}"
+        write_section(f"Counterfactual audit of the {kind} LLM ranker (ML-100K)", cmd, body)
 
 
 if __name__ == "__main__":
