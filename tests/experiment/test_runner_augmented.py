@@ -65,3 +65,37 @@ def test_multitask_config_errors_name_the_field(tiny_parquet) -> None:
         _cfg(tiny_parquet, [{"name": "x", "model": "bpr",
                              "inproc": [{"strategy": "multitask", "sweep": [1, 2],
                                          "tasks": [{"kind": "genre"}]}]}])  # fmt: skip
+
+
+def test_rerun_recomputes_no_pre_stage_and_cached_data_keeps_weights(tiny_parquet, tmp_path):
+    import json
+
+    from debiasrec.experiment.runner import _load_dataset, _save_dataset
+
+    methods = [
+        {"name": "bpr-over", "model": "bpr", "pre": [{"method": "oversample", "attr": "gender"}]},
+        {"name": "bpr-ips", "model": "bpr", "pre": [{"method": "ips"}]},
+    ]
+    cfg = _cfg(tiny_parquet, methods)
+    run_experiment(cfg, tmp_path / "a")
+    run_experiment(cfg, tmp_path / "a")
+    totals = json.loads((tmp_path / "a" / "summary.json").read_text())["stage_totals"]
+    assert totals["pre"] == {"computed": 0, "cached": 2}
+    assert totals["fit"]["computed"] == 0
+
+    from debiasrec.data.split import random_split
+    from debiasrec.data.synthetic import SyntheticConfig, generate
+    from debiasrec.debias.pre import PRE_METHODS
+
+    ds, _ = generate(SyntheticConfig(n_users=40, n_items=30, mean_interactions=8), rng=0)
+    split = random_split(ds, rng=0)
+    out = PRE_METHODS["oversample"]({"attr": "gender"}).apply(split.train, rng=0)
+    out = PRE_METHODS["ips"]({}).apply(out, rng=0)
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    assert _save_dataset(out, folder, split.train)
+    back = _load_dataset(folder, split.train)
+    assert list(back.user_vocab) == list(out.user_vocab)
+    assert back.n_users > split.train.n_users
+    assert back.weights is not None
+    assert (back.weights == out.weights).all() and (back.users == out.users).all()

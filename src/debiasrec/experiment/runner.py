@@ -385,7 +385,8 @@ def run_experiment(
                     if hist is not None:
                         histories[f"{label}/seed{seed}"] = hist
                     fit_note = (
-                        "fit cached" if log.count("fit", "cached") > n_before
+                        "fit cached"
+                        if log.count("fit", "cached") > n_before
                         else f"fit {fit_s:.1f}s"
                     )
                 timings[f"{label}/seed{seed}/fit"] = time.perf_counter() - t
@@ -459,8 +460,11 @@ def run_experiment(
 
 def _check_attrs(cfg: ExperimentConfig, ds: Dataset, variants: list[TrainedVariant]) -> None:
     """Unknown attribute names (eval, strategies, re-rankers) -> DataError before any training."""
-    for name in [*(cfg.eval.attrs or []), *cfg.eval.intersections,
-                 *sorted(referenced_attrs(variants))]:
+    for name in [
+        *(cfg.eval.attrs or []),
+        *cfg.eval.intersections,
+        *sorted(referenced_attrs(variants)),
+    ]:
         ds.user_groups(name)
 
 
@@ -490,7 +494,15 @@ def _info(
 
 
 # ------------------------------------------------------------------------------------ stages
+def _json_id(x: Any) -> Any:
+    """A vocabulary id as JSON keeps it (ints stay ints, strings stay strings)."""
+    if isinstance(x, (np.integer, int)) and not isinstance(x, bool):
+        return int(x)
+    return str(x)
+
+
 def _save_dataset(ds: Dataset, folder: Path, like: Dataset) -> bool:
+    """Cache a dataset that shares ``like``'s items (users may be appended by a transform)."""
     if not ds.item_vocab.equals(like.item_vocab):
         return False
     arrays = {"users": np.asarray(ds.users), "items": np.asarray(ds.items)}
@@ -498,14 +510,21 @@ def _save_dataset(ds: Dataset, folder: Path, like: Dataset) -> bool:
         arrays["ratings"] = np.asarray(ds.ratings)
     if ds.timestamps is not None:
         arrays["timestamps"] = np.asarray(ds.timestamps)
+    weights = getattr(ds, "weights", None)
+    if weights is not None:
+        arrays["weights"] = np.asarray(weights)
     np.savez(folder / "interactions.npz", **arrays)
     own = not ds.user_vocab.equals(like.user_vocab)
+    meta: dict[str, Any] = {"name": ds.name, "own_users": own}
     if own:
+        # Ids go to JSON (mixed int / str ids survive: real users keep their ids, appended ones
+        # are strings such as "over:0"); the attribute table goes to Parquet.
+        meta["user_vocab"] = [_json_id(x) for x in ds.user_vocab]
         try:
-            ds.users_frame().to_parquet(folder / "users.parquet", index=False)
+            ds.user_table.to_parquet(folder / "users.parquet", index=False)
         except (ValueError, TypeError, ImportError):  # a table Parquet cannot hold
             return False
-    (folder / "meta.json").write_text(json.dumps({"name": ds.name, "own_users": own}))
+    (folder / "meta.json").write_text(json.dumps(meta))
     return True
 
 
@@ -515,9 +534,10 @@ def _load_dataset(folder: Path, like: Dataset) -> Dataset:
         arrays = {k: z[k] for k in z.files}
     user_vocab, user_table = like.user_vocab, like.user_table
     if meta["own_users"]:
-        uf = pd.read_parquet(folder / "users.parquet")
-        user_vocab = pd.Index(uf["user_id"])
-        user_table = uf.drop(columns=["user_id"])
+        user_vocab = pd.Index(meta["user_vocab"], dtype=object if any(
+            isinstance(x, str) for x in meta["user_vocab"]) else None)  # fmt: skip
+        user_table = pd.read_parquet(folder / "users.parquet")
+    extra = {"weights": arrays["weights"]} if "weights" in arrays else {}
     return Dataset(
         arrays["users"],
         arrays["items"],
@@ -529,6 +549,7 @@ def _load_dataset(folder: Path, like: Dataset) -> Dataset:
         item_table=like.item_table,
         schema=like.schema,
         name=meta["name"],
+        **extra,
     )
 
 
@@ -560,8 +581,9 @@ def _pre_chain(
     reports: list[Any] = []
     for j, entry in enumerate(entries):
         params = {k: v for k, v in entry.items() if k != "method"}
-        key = stage_key("pre", {"data": key, "method": entry["method"], "params": params,
-                                "seed": seed})
+        key = stage_key(
+            "pre", {"data": key, "method": entry["method"], "params": params, "seed": seed}
+        )
         transform = PRE_METHODS[entry["method"]](params)
         source = train
 
@@ -581,8 +603,10 @@ def _pre_chain(
             return _save_dataset(value[0], folder, split.train)
 
         def load(folder: Path) -> Any:
-            return (_load_dataset(folder, split.train),
-                    json.loads((folder / "report.json").read_text()))
+            return (
+                _load_dataset(folder, split.train),
+                json.loads((folder / "report.json").read_text()),
+            )
 
         train, rep = sc.get_or_compute("pre", f"{label} pre[{j}]", key, compute, save, load)
         reports.append({"method": entry["method"], **(rep if isinstance(rep, dict) else {})})
@@ -668,15 +692,23 @@ def _eval_stage(
     seed: int,
     label: str,
 ) -> Evaluation:
-    key = stage_key("eval", {"fit": fit_key, "eval": cfg.eval.model_dump(mode="json"),
-                             "seed": seed, "extra": EXTRA_VERSION})
+    key = stage_key(
+        "eval",
+        {
+            "fit": fit_key,
+            "eval": cfg.eval.model_dump(mode="json"),
+            "seed": seed,
+            "extra": EXTRA_VERSION,
+        },
+    )
 
     def compute() -> Evaluation:
         ev = evaluate_model(
             model._score_block, split.train, split.valid, split.test, config=cfg.eval, rng=seed
         )
-        return extra_metrics(ev, split.train, split.test, config=cfg.eval, rng=seed,
-                             embeddings=_embeddings(model))
+        return extra_metrics(
+            ev, split.train, split.test, config=cfg.eval, rng=seed, embeddings=_embeddings(model)
+        )
 
     def save(ev: Evaluation, folder: Path) -> bool:
         _save_eval(ev, folder)
@@ -695,9 +727,16 @@ def _post_stage(
     seed: int,
     label: str,
 ) -> tuple[Evaluation, dict[str, Any] | None]:
-    key = stage_key("post", {"fit": fit_key, "post": pv.payload(),
-                             "eval": cfg.eval.model_dump(mode="json"), "seed": seed,
-                             "extra": EXTRA_VERSION})
+    key = stage_key(
+        "post",
+        {
+            "fit": fit_key,
+            "post": pv.payload(),
+            "eval": cfg.eval.model_dump(mode="json"),
+            "seed": seed,
+            "extra": EXTRA_VERSION,
+        },
+    )
 
     def compute() -> tuple[Evaluation, dict[str, Any] | None]:
         return _rerank(model, split, cfg, pv, seed)
@@ -753,8 +792,9 @@ def _rerank(
     users = eval_users(test)
     cand = candidates(model.score, users, n=n_cand, exclude=[train.csr(), valid.csr()])
     recs = reranker.rerank(cand, context)
-    ev = evaluate_topk(recs.items, recs.users, train, test, config=cfg.eval, rng=seed,
-                       scores=recs.scores)
+    ev = evaluate_topk(
+        recs.items, recs.users, train, test, config=cfg.eval, rng=seed, scores=recs.scores
+    )
     ev = extra_metrics(ev, train, test, config=cfg.eval, rng=seed)
     return ev, info
 
