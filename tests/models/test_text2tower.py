@@ -138,3 +138,24 @@ def test_bad_config(cache) -> None:
 
         ds, _ = generate(C(n_users=20, n_items=10), rng=0)
         TextTwoTower(cache_dir=cache, user_text=False, history=False).fit(ds)
+
+
+def test_counterfactual_text_augmentation_weakens_the_reaction_to_gender(split, cache) -> None:
+    from debiasrec.lm.templates import Variant
+
+    def gender_effect(model) -> float:
+        users = np.arange(split.train.n_users)
+        r = model.renderer(split.train)
+        f = model.score_with_texts(users, r.user_texts(users, Variant("F", set={"gender": "F"})))
+        m = model.score_with_texts(users, r.user_texts(users, Variant("M", set={"gender": "M"})))
+        return float(np.abs(f - m).mean() / np.abs(m).mean())
+
+    kw = {"cache_dir": cache, "profile": True, "dim": 16, "hidden": 32,
+          "train": {**_FAST, "epochs": 15, "patience": 15}}  # fmt: skip
+    plain = TextTwoTower(**kw).fit(split.train, rng=0)
+    aug = TextTwoTower(counterfactual_text=["swap", "remove"], **kw).fit(split.train, rng=0)
+    assert aug._cf_text is None  # training-only
+    assert gender_effect(aug) < 0.7 * gender_effect(plain)
+    with pytest.raises(ConfigError, match="profile=True"):
+        TextTwoTower(cache_dir=cache, counterfactual_text=["swap"], dim=8, hidden=16,
+                     train=_FAST).fit(split.train, rng=0)  # fmt: skip

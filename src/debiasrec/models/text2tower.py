@@ -72,6 +72,13 @@ class TextTwoTowerConfig(TorchModelConfig):
     loss: Literal["softmax", "bpr"] = "softmax"
     full_softmax_max_items: int = Field(20000, ge=1)
     n_negatives: int = Field(1024, ge=1)
+    counterfactual_text: list[Literal["swap", "remove"]] = Field(
+        default_factory=list,
+        description="counterfactual text augmentation (with profile=True): every user text "
+        "also appears with its sensitive fields swapped to another value ('swap') or removed "
+        "('remove'), with the same targets; each training step reads one of the versions at "
+        "random",
+    )
     tune: Literal["frozen", "last_layer"] = "frozen"
     init_std: float = Field(0.01, gt=0)
     train: TrainerConfig = Field(default_factory=_t2t_train_defaults)
@@ -110,6 +117,7 @@ class TextTwoTower(TorchRecommender):
     Config = TextTwoTowerConfig
     has_embeddings = True
     _gen: torch.Generator | None = None  # drives history dropout during training
+    _cf_text: torch.Tensor | None = None  # counterfactual user-text embeddings (training only)
     _enc: Any = None
 
     # ------------------------------------------------------------------ text features
@@ -145,6 +153,7 @@ class TextTwoTower(TorchRecommender):
             if cfg.user_text
             else np.zeros((train.n_users, item_emb.shape[1]), np.float32)
         )
+        self._cf_text = self._counterfactual_embeddings(train, enc, gen) if cfg.user_text else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.module = _Towers(train.n_users, train.n_items, item_emb.shape[1], cfg)
@@ -162,6 +171,45 @@ class TextTwoTower(TorchRecommender):
         self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
         self._pos_items = csr.indices.astype(np.int64)
         self._pos_keys = self._pos_users * train.n_items + self._pos_items
+
+    def _counterfactual_embeddings(
+        self, train: Dataset, enc: Any, gen: torch.Generator
+    ) -> torch.Tensor | None:
+        """Encoded counterfactual user texts ``[n_versions, n_users, d]`` (training only)."""
+        from debiasrec.lm.templates import Variant
+
+        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        if not cfg.counterfactual_text:
+            return None
+        fields = self._renderer.sensitive_fields
+        if not fields:
+            raise ConfigError(
+                "text2tower: counterfactual_text needs sensitive fields in the user text; set "
+                "profile=True"
+            )
+        users = np.arange(train.n_users)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        rng = np.random.default_rng(seed)
+        table = train.user_table
+        out = []
+        for kind in cfg.counterfactual_text:
+            if kind == "remove":
+                texts = self._renderer.user_texts(
+                    users, Variant("remove", {f: None for f in fields})
+                )
+            else:  # each user's fields set to another user's different value, per field
+                texts = []
+                values = {f: table[f].dropna().unique() for f in fields}
+                for u in users:
+                    new = {}
+                    for f in fields:
+                        own = table.at[int(u), f]
+                        other = [v for v in values[f] if v != own]
+                        if other:
+                            new[f] = other[int(rng.integers(len(other)))]
+                    texts.extend(self._renderer.user_texts([u], Variant("swap", new)))
+            out.append(enc.encode(texts))
+        return torch.from_numpy(np.stack(out))
 
     def _setup_last_layer(self, texts: Sequence[str]) -> None:
         """Cache the hidden states entering the encoder's last layer; train a copy of that layer."""
@@ -191,6 +239,7 @@ class TextTwoTower(TorchRecommender):
         return enc.pool(h, mask)
 
     def _after_fit(self, train: Dataset) -> None:
+        self._cf_text = None  # training-only augmentation
         if self.module.last_layer is not None:  # freeze the tuned item texts for inference
             with torch.no_grad():
                 self.module.train()
@@ -247,7 +296,14 @@ class TextTwoTower(TorchRecommender):
         cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
         parts = []
         if cfg.user_text:
-            t = self.module.user_text[torch.from_numpy(users)] if text_emb is None else text_emb
+            idx = torch.from_numpy(users)
+            t = self.module.user_text[idx] if text_emb is None else text_emb
+            cf = getattr(self, "_cf_text", None)
+            if text_emb is None and cf is not None and self.module.training:
+                # Counterfactual augmentation: each user reads its own text or one version.
+                pick = torch.randint(0, cf.shape[0] + 1, (len(users),), generator=self._gen)
+                alt = cf[(pick - 1).clamp(min=0), idx]
+                t = torch.where((pick > 0)[:, None], alt, t)
             parts.append(self.module.user_adapter(t))
         if cfg.history:
             hu = users if hist_users is None else hist_users
