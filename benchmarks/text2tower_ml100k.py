@@ -87,6 +87,14 @@ def main() -> None:
             "TextTwoTower, profile + placebo in text",
             {"profile": True, "user_template": {"placebo": {"colour": PLACEBO}}},
         ),
+        (
+            "TextTwoTower, profile + placebo + counterfactual text",
+            {
+                "profile": True,
+                "user_template": {"placebo": {"colour": PLACEBO}},
+                "counterfactual_text": ["swap", "remove"],
+            },
+        ),
         ("TextTwoTower, history only", {"profile": False}),
         ("TextTwoTower, text-only items", {"profile": False, "item_ids": False}),
     ):
@@ -103,6 +111,7 @@ def main() -> None:
     for label in (
         "TextTwoTower, profile in text",
         "TextTwoTower, profile + placebo in text",
+        "TextTwoTower, profile + placebo + counterfactual text",
         "TextTwoTower, history only",
     ):
         t = time.perf_counter()
