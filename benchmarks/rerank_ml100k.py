@@ -238,7 +238,7 @@ def report(res: pd.DataFrame, fr: pd.DataFrame, seeds: list[int], name: str = "B
         "",
         f"Candidate generation (top-{N_CAND} of the score matrix, masked): "
         f"{1000 * res.groupby('seed')['cand_s'].first().median():.0f} ms; tuning one target on "
-        f"validation (grid of 11 + bisection): {res['tune_s'].median():.1f} s median; BPR fit "
+        f"validation (grid of 11 + bisection): {res['tune_s'].median():.1f} s median; {name} fit "
         f"{res.groupby('seed')['fit_s'].first().median():.1f} s.",
         "",
         "### Frontier on test (fixed strength grid; mean over seeds)",
