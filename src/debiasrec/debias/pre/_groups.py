@@ -57,6 +57,21 @@ def balance_plan(sizes: np.ndarray, eligible: list[int], ratio: float) -> np.nda
     return add
 
 
+def top_up_plan(
+    train: Dataset, attr: str, groups: Sequence[str] | None, ratio: float
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """What a balancing transform adds: ``(codes, labels, sizes, add)``.
+
+    ``codes``/``labels`` are the users' group codes and the group names of ``attr``, ``sizes`` the
+    active users per group and ``add`` the users to add per group (:func:`balance_plan` over the
+    groups named in ``groups``, default all).
+    """
+    codes, labels = group_codes(train, attr)
+    eligible = resolve_groups(groups, labels, "groups")
+    sizes = active_users_per_group(train, codes, len(labels))
+    return codes, labels, sizes, balance_plan(sizes, eligible, ratio)
+
+
 def profiles(train: Dataset, user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Interaction rows of ``user_codes`` as ``(row, item)`` pairs, ``row`` indexing them."""
     csr = train.csr()

@@ -64,11 +64,11 @@ from pydantic import Field
 from debiasrec.data.dataset import Dataset
 from debiasrec.debias.pre._groups import (
     active_users_per_group,
-    balance_plan,
     group_codes,
     new_user_ids,
     new_users_table,
     resolve_groups,
+    top_up_plan,
 )
 from debiasrec.debias.pre.base import PreConfig, PreTransform, register
 from debiasrec.errors import ConfigError, DataError
@@ -425,10 +425,7 @@ class GANBalance(PreTransform):
         """Return ``train`` with generated users appended; ``report_`` has counts and fidelity."""
         cfg: GANBalanceConfig = self.config  # type: ignore[assignment]
         gen_np = np_rng(rng)
-        codes, labels = group_codes(train, cfg.attr)
-        eligible = resolve_groups(cfg.groups, labels, "groups")
-        sizes = active_users_per_group(train, codes, len(labels))
-        add = balance_plan(sizes, eligible, cfg.ratio)
+        codes, labels, sizes, add = top_up_plan(train, cfg.attr, cfg.groups, cfg.ratio)
         self.report_ = {
             "method": self.name,
             "attr": cfg.attr,

@@ -26,12 +26,9 @@ from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.debias.pre._groups import (
-    active_users_per_group,
-    balance_plan,
-    group_codes,
     new_user_ids,
     new_users_table,
-    resolve_groups,
+    top_up_plan,
 )
 from debiasrec.debias.pre.base import PreConfig, PreTransform, register
 from debiasrec.random import np_rng
@@ -61,10 +58,7 @@ class Oversample(PreTransform):
         """Return ``train`` with the new users appended; ``report_`` gives the counts."""
         cfg: OversampleConfig = self.config  # type: ignore[assignment]
         gen = np_rng(rng)
-        codes, labels = group_codes(train, cfg.attr)
-        eligible = resolve_groups(cfg.groups, labels, "groups")
-        sizes = active_users_per_group(train, codes, len(labels))
-        add = balance_plan(sizes, eligible, cfg.ratio)
+        codes, labels, sizes, add = top_up_plan(train, cfg.attr, cfg.groups, cfg.ratio)
         active = train.user_counts() > 0
         sources = np.concatenate(
             [
