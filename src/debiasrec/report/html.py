@@ -67,6 +67,14 @@ def _table(df: pd.DataFrame, caption: str = "", *, cls: str = "") -> str:
     return f'<div class="scroll"><table class="{cls}">{cap}<tr>{head}</tr>{body}</table></div>'
 
 
+def _bar_series(
+    method: str, s: pd.DataFrame, groups: list[str]
+) -> tuple[str, list[float], list[float], list[float]]:
+    """(method, means, CI lows, CI highs) over ``groups`` from a frame indexed by group."""
+    cols = [[float(s[c].get(g, np.nan)) for g in groups] for c in ("mean", "ci_low", "ci_high")]
+    return method, cols[0], cols[1], cols[2]
+
+
 def _figure(svg_text: str, caption: str) -> str:
     return f"<figure>{svg_text}<figcaption>{_e(caption)}</figcaption></figure>"
 
@@ -141,14 +149,7 @@ def _groups(d: ReportData) -> str:
             s = sub[sub.method == m].set_index("group")
             if s.empty:
                 continue
-            series.append(
-                (
-                    m,
-                    [float(s["mean"].get(g, np.nan)) for g in groups],
-                    [float(s["ci_low"].get(g, np.nan)) for g in groups],
-                    [float(s["ci_high"].get(g, np.nan)) for g in groups],
-                )
-            )
+            series.append(_bar_series(m, s, groups))
         labels = [g.split("=", 1)[1] for g in groups]
         figs.append(
             _figure(
@@ -213,14 +214,7 @@ def _exposure(d: ReportData) -> str:
             s = tiers[tiers.method == m].set_index("group")
             if s.empty:
                 continue
-            series.append(
-                (
-                    m,
-                    [float(s["mean"].get(g, np.nan)) for g in groups],
-                    [float(s["ci_low"].get(g, np.nan)) for g in groups],
-                    [float(s["ci_high"].get(g, np.nan)) for g in groups],
-                )
-            )
+            series.append(_bar_series(m, s, groups))
         labels = [g.split("=", 1)[1] for g in groups]
         parts.append(
             _figure(
