@@ -8,7 +8,7 @@ import pytest
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.data.schema import Schema, SensitiveAttr
-from debiasrec.errors import ConfigError
+from debiasrec.errors import ConfigError, DataError
 from debiasrec.lm.templates import (
     ItemTemplate,
     TextRenderer,
@@ -124,3 +124,14 @@ def test_placebo_fields_are_random_per_user_stable_and_overridable(tiny: Dataset
     assert all("colour" not in t for t in gone)
     with pytest.raises(ConfigError, match="phrase"):
         TextRenderer(tiny, user_template=UserTemplate(placebo={"shoe": ["a"]}))
+
+
+def test_per_user_overrides_equal_one_variant_per_user(tiny: Dataset) -> None:
+    r = TextRenderer(tiny, user_template=FULL)
+    overrides = [{"gender": "F"}, {"age": None}, {"gender": "M", "occupation": "nurse"}]
+    together = r.user_texts([0, 1, 2], overrides=overrides)
+    one_by_one = [r.user_texts([u], Variant("v", set=o))[0] for u, o in enumerate(overrides)]
+    assert together == one_by_one
+    assert together != r.user_texts([0, 1, 2])
+    with pytest.raises(DataError, match="overrides"):
+        r.user_texts([0, 1], overrides=overrides)

@@ -331,10 +331,13 @@ class TextRenderer:
         *,
         rng: np.random.Generator | int | None = None,
         include_history: bool = True,
+        overrides: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         """Text of each user under ``variant`` (default: as in the data).
 
         ``rng`` drives typos and the choice of another user's history (same seed, same texts).
+        ``overrides`` gives one field mapping per user, applied on top of ``variant.set`` (e.g. a
+        different counterfactual value for every user), in one pass over the histories.
         """
         users = np.asarray(users, dtype=np.int64)
         if len(users) and (users.min() < 0 or users.max() >= self.train.n_users):
@@ -342,7 +345,15 @@ class TextRenderer:
         v = variant or Variant()
         gen = np_rng(rng)
         t = self.user_template
-        profiles = self.profile_text(users, v)
+        if overrides is None:
+            profiles = self.profile_text(users, v)
+        else:
+            if len(overrides) != len(users):
+                raise DataError(f"{len(users)} users but {len(overrides)} overrides")
+            profiles = [
+                self.profile_text(np.array([u]), Variant(v.name, {**v.set, **o}))[0]
+                for u, o in zip(users, overrides, strict=True)
+            ]
         hist_users = users
         if v.history_from == "other" and len(users) > 1:
             perm = gen.permutation(len(users))

@@ -197,9 +197,9 @@ class TextTwoTower(TorchRecommender):
                 texts = self._renderer.user_texts(
                     users, Variant("remove", {f: None for f in fields})
                 )
-            else:  # each user's fields set to another user's different value, per field
-                texts = []
+            else:  # each user's fields set to another observed value, drawn per user and field
                 values = {f: table[f].dropna().unique() for f in fields}
+                swaps = []
                 for u in users:
                     new = {}
                     for f in fields:
@@ -207,7 +207,8 @@ class TextTwoTower(TorchRecommender):
                         other = [v for v in values[f] if v != own]
                         if other:
                             new[f] = other[int(rng.integers(len(other)))]
-                    texts.extend(self._renderer.user_texts([u], Variant("swap", new)))
+                    swaps.append(new)
+                texts = self._renderer.user_texts(users, Variant("swap"), overrides=swaps)
             out.append(enc.encode(texts))
         return torch.from_numpy(np.stack(out))
 
