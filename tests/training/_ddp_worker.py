@@ -20,6 +20,7 @@ import torch
 from debiasrec.data.split import random_split
 from debiasrec.data.synthetic import SyntheticConfig, generate
 from debiasrec.debias.inproc.adversarial import Adversarial
+from debiasrec.debias.inproc.multitask import MultiTask
 from debiasrec.models import BPR, MultVAE
 from debiasrec.training.distributed import shutdown
 from debiasrec.training.trainer import validation_score
@@ -47,6 +48,11 @@ def models() -> dict[str, Any]:
             strategies=[Adversarial(attrs=["gender", "age"], strength=0.5, filters=True)],
         ),
         "multvae": MultVAE(hidden=32, latent=8, train={**TRAIN, "batch_size": 64}),
+        # row-sparse gradients are exchanged as gathered rows, not dense tables
+        "bpr_sparse": BPR(dim=16, train={**TRAIN, "row_sparse": "on"}),
+        "bpr_multitask": BPR(
+            dim=16, train=TRAIN, strategies=[MultiTask(tasks=[{"kind": "genre"}, {"kind": "like"}])]
+        ),
     }
 
 
@@ -63,6 +69,7 @@ def run_all(names: list[str] | None = None) -> dict[str, Any]:
         out[name] = {
             "history": model.history_.epochs,
             "best_epoch": model.history_.best_epoch,
+            "row_sparse": model.history_.row_sparse,
             "test_ndcg": validation_score(model.score, split.train, split.test),
             "digest": _digest(model),
         }

@@ -4,8 +4,11 @@ Same seed, same global batch size: each rank trains on half of every batch and g
 averaged, so BPR follows the single-process trajectory up to float rounding (the two halves' sums
 are added in another order). Tolerance: 1e-4 relative on every epoch's losses and 2e-3 absolute on
 validation/test NDCG@10 (a rounding difference can swap two near-tied items in a top-10).
-Strategies (an adversary with its own optimizer and filters) and Mult-VAE must keep every rank's
-weights bit-identical.
+The same holds for BPR with row-sparse table updates (``row_sparse="on"``: the ranks' gradient
+rows are gathered, not dense tables). Multi-task training (genre and like heads) draws its task
+samples from each rank's shard (the genre task uses the shard's distinct items), so it follows a
+statistically, not numerically, equal trajectory: 5% on losses, 0.02 on NDCG@10. Strategies (an adversary with its own optimizer and filters) and Mult-VAE must keep
+every rank's weights bit-identical.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _ddp_worker  # noqa: E402
 
 WORKER = Path(__file__).parent / "_ddp_worker.py"
+#: models whose 2-process run must follow the single-process trajectory
+MATCHED = ["bpr", "bpr_sparse"]
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +49,46 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single() -> dict:
-    return _ddp_worker.run_all(["bpr"])
+    return _ddp_worker.run_all([*MATCHED, "bpr_multitask"])
 
 
 def test_two_ranks_ran_distributed_and_stay_in_sync(ddp_results: list[dict]) -> None:
     r0, r1 = ddp_results
     assert r0["world"] == r1["world"] == 2
-    for name in ("bpr", "bpr_adversarial", "multvae"):
+    for name in ("bpr", "bpr_adversarial", "multvae", "bpr_sparse", "bpr_multitask"):
         assert r0[name]["digest"] == r1[name]["digest"], f"{name}: ranks diverged"
         strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in r[name]["history"]]
                  for r in (r0, r1)]  # fmt: skip
         assert strip[0] == strip[1]  # losses all-reduced, validation broadcast from rank 0
         assert len(r0[name]["history"]) == _ddp_worker.TRAIN["epochs"]
+    assert r0["bpr_sparse"]["row_sparse"] and not r0["bpr"]["row_sparse"]
     adv = r0["bpr_adversarial"]["history"][-1]
     assert {"leak_auc_gender", "leak_auc_age", "loss_bpr"} <= set(adv)
 
 
-def test_bpr_matches_single_process(ddp_results: list[dict], single: dict) -> None:
-    ddp, one = ddp_results[0]["bpr"], single["bpr"]
+@pytest.mark.parametrize("name", MATCHED)
+def test_matches_single_process(ddp_results: list[dict], single: dict, name: str) -> None:
+    ddp, one = ddp_results[0][name], single[name]
     assert len(ddp["history"]) == len(one["history"])
     for a, b in zip(ddp["history"], one["history"], strict=True):
-        for key in ("loss_bpr", "loss_reg"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4)
+        losses = sorted(k for k in b if k.startswith("loss_"))
+        assert losses == sorted(k for k in a if k.startswith("loss_"))
+        assert len(losses) >= 2
+        for key in losses:
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
         assert a["valid_ndcg@10"] == pytest.approx(b["valid_ndcg@10"], abs=2e-3)
     assert ddp["test_ndcg"] == pytest.approx(one["test_ndcg"], abs=2e-3)
     assert ddp["best_epoch"] == one["best_epoch"]
+
+
+def test_multitask_is_statistically_equivalent(ddp_results: list[dict], single: dict) -> None:
+    ddp, one = ddp_results[0]["bpr_multitask"], single["bpr_multitask"]
+    assert len(ddp["history"]) == len(one["history"])
+    for a, b in zip(ddp["history"], one["history"], strict=True):
+        assert {"loss_mt_genre", "loss_mt_like"} <= set(a)
+        assert a["loss_bpr"] == pytest.approx(b["loss_bpr"], rel=0.05)
+        assert a["loss_mt_like"] == pytest.approx(b["loss_mt_like"], rel=0.05)
+    assert ddp["test_ndcg"] == pytest.approx(one["test_ndcg"], abs=0.02)
 
 
 def test_shards_are_disjoint_and_cover_the_global_batch() -> None:

@@ -51,6 +51,8 @@ def _make(kind: str, crash_at: int | None, ckpt: Path | None, resume: bool = Fal
     train = {**TRAIN, "checkpoint_dir": None if ckpt is None else str(ckpt), "resume": resume}
     if kind == "bpr":
         return BPR(dim=8, train=train, strategies=[Crash(crash_at)])
+    if kind == "bpr_sparse":  # row-sparse tables: LazyAdam's state is checkpointed too
+        return BPR(dim=8, train={**train, "row_sparse": "on"}, strategies=[Crash(crash_at)])
     if kind == "multvae":
         return MultVAE(hidden=16, latent=8, train={**train, "batch_size": 32},
                        strategies=[Crash(crash_at)])  # fmt: skip
@@ -70,7 +72,7 @@ def _strip(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-@pytest.mark.parametrize("kind", ["bpr", "multvae", "adversarial"])
+@pytest.mark.parametrize("kind", ["bpr", "bpr_sparse", "multvae", "adversarial"])
 def test_resume_after_interrupt_equals_uninterrupted_run(kind: str, split: Split, tmp_path) -> None:
     full = _make(kind, None, None).fit(split.train, valid=split.valid, rng=5)
 
@@ -93,6 +95,51 @@ def test_resume_after_interrupt_equals_uninterrupted_run(kind: str, split: Split
     np.testing.assert_array_equal(
         full.recommend(users, 10).items, resumed.recommend(users, 10).items
     )
+
+
+KILLED_RUN = """
+import os, signal, sys
+import torch
+sys.path.insert(0, {tests!r})
+import test_resume as t
+from debiasrec.training.trainer import Strategy
+
+torch.set_num_threads(1)
+
+class Kill(Strategy):
+    name = "crash"  # same strategy count and order as the resumed run's Crash
+    def before_step(self, model, batch, epoch):
+        if epoch == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sp = t.split.__wrapped__()
+train = {{**t.TRAIN, "checkpoint_dir": {ckpt!r}, "row_sparse": "on"}}
+t.BPR(dim=8, train=train, strategies=[Kill()]).fit(sp.train, valid=sp.valid, rng=5)
+"""
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(split: Split, tmp_path) -> None:
+    """A training process killed with SIGKILL (no cleanup at all) resumes to the same model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), ckpt=str(ckpt))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    meta = json.loads((ckpt / checkpoint.CHECKPOINT_FILE).read_text())
+    assert meta["state"]["__dict__"][0] == ["next_epoch", 3]
+
+    torch.set_num_threads(1)
+    full = _make("bpr_sparse", None, None).fit(split.train, valid=split.valid, rng=5)
+    resumed = _make("bpr_sparse", None, ckpt, resume=True)
+    resumed.fit(split.train, valid=split.valid, rng=5)
+    assert _strip(resumed.history_.epochs) == _strip(full.history_.epochs)
+    for k, v in _weights(full).items():
+        np.testing.assert_array_equal(v, _weights(resumed)[k], err_msg=k)
 
 
 def test_resume_of_a_finished_run_trains_no_more(split: Split, tmp_path) -> None:

@@ -157,6 +157,10 @@ class BPR(TorchRecommender):
                 batch["weight"] = w_t[sl]
             yield batch
 
+    def sparse_tables(self) -> list[torch.nn.Embedding]:
+        """Tables the Trainer may train with row-sparse updates (``train.row_sparse``)."""
+        return [self.module.user, self.module.item]
+
     def user_repr(self, users: torch.Tensor) -> torch.Tensor:
         """User representation used for scoring (what adversaries and probes see)."""
         return self.filter_user(self.module.user(users))

@@ -155,7 +155,9 @@ def sync_grads(params: Iterable[torch.nn.Parameter], ctx: DistContext | None = N
 
     A parameter whose gradient is ``None`` on every rank keeps ``None`` (so optimizers skip it
     exactly as in a single process); if some ranks have one, the others contribute zeros.
-    Sparse gradients are densified.
+    Row-sparse gradients (embedding tables trained with ``row_sparse``) stay sparse: the ranks'
+    rows are gathered and summed (:func:`_reduce_sparse`), so only rows touched by some rank's
+    shard are exchanged and updated -- the rows of the global batch, as in one process.
     """
     ctx = ctx or current()
     if not ctx.active:
@@ -166,9 +168,20 @@ def sync_grads(params: Iterable[torch.nn.Parameter], ctx: DistContext | None = N
     if not params:
         return
     dev = params[0].device
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=dev)
-    dist.all_reduce(has)
-    live = [p for p, h in zip(params, has.tolist(), strict=True) if h > 0]
+    flags = torch.tensor(
+        [
+            [p.grad is not None for p in params],
+            [p.grad is not None and p.grad.is_sparse for p in params],
+        ],
+        dtype=torch.float32,
+        device=dev,
+    )
+    dist.all_reduce(flags)
+    has, sparse = flags.tolist()
+    live = [p for p, h, sp in zip(params, has, sparse, strict=True) if h > 0 and sp == 0]
+    for p, sp in zip(params, sparse, strict=True):
+        if sp > 0:
+            _reduce_sparse(p, ctx.world)
     bucket: list[torch.nn.Parameter] = []
     size = 0
     for p in live:
@@ -200,6 +213,45 @@ def _reduce_bucket(params: list[torch.nn.Parameter], world: int) -> None:
         n = p.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone()
         offset += n
+
+
+def _reduce_sparse(p: torch.nn.Parameter, world: int) -> None:
+    """Average a row-sparse ``p.grad`` over ranks: gather every rank's rows, sum, divide.
+
+    Every rank receives the same rows in the same order, so all end with the same coalesced
+    gradient. A rank without a gradient contributes no rows.
+    """
+    import torch.distributed as dist
+
+    if p.grad is None:
+        g = torch.sparse_coo_tensor(
+            torch.zeros((1, 0), dtype=torch.long),
+            torch.zeros((0, *p.shape[1:]), dtype=p.dtype),
+            p.shape,
+        )
+    elif p.grad.is_sparse:
+        g = p.grad.coalesce()
+    else:  # a dense gradient on this rank while others are sparse: send its nonzero rows
+        rows = torch.nonzero(p.grad.reshape(p.shape[0], -1).abs().sum(1)).reshape(1, -1)
+        g = torch.sparse_coo_tensor(rows, p.grad[rows[0]], p.shape).coalesce()
+    idx, val = g.indices()[0].contiguous(), g.values().contiguous()
+    n = torch.tensor([idx.numel()], dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(c) for c in sizes]
+    m = max(counts)
+    pad_idx = torch.zeros(m, dtype=idx.dtype)
+    pad_idx[: idx.numel()] = idx
+    pad_val = torch.zeros((m, *val.shape[1:]), dtype=val.dtype)
+    pad_val[: val.shape[0]] = val
+    all_idx = [torch.empty_like(pad_idx) for _ in range(world)]
+    all_val = [torch.empty_like(pad_val) for _ in range(world)]
+    dist.all_gather(all_idx, pad_idx)
+    dist.all_gather(all_val, pad_val)
+    idx = torch.cat([t[:c] for t, c in zip(all_idx, counts, strict=True)])
+    val = torch.cat([t[:c] for t, c in zip(all_val, counts, strict=True)])
+    out = torch.sparse_coo_tensor(idx.unsqueeze(0), val, p.shape).coalesce()
+    p.grad = torch.sparse_coo_tensor(out.indices(), out.values() / world, p.shape)._coalesced_(True)
 
 
 def broadcast_modules(modules: Iterable[torch.nn.Module], ctx: DistContext) -> None:

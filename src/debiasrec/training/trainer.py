@@ -50,6 +50,11 @@ from debiasrec.training import distributed as dist_
 
 _TORCH_VERSION = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
 
+#: ``row_sparse="auto"`` switches to row-sparse updates from this many embedding-table rows on.
+#: Below it a dense step over the tables is as cheap as a sparse one (ML-100K/ML-1M-sized
+#: tables), and the dense optimizer is the one the models' defaults were tuned with.
+ROW_SPARSE_AUTO_ROWS = 20_000
+
 
 class TrainerConfig(BaseModel):
     """Optimisation and early-stopping settings shared by all torch models."""
@@ -88,6 +93,11 @@ class TrainerConfig(BaseModel):
     resume: bool = Field(
         False,
         description="continue from checkpoint_dir's checkpoint when there is one (else start)",
+    )
+    row_sparse: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="row-sparse updates of the model's embedding tables (LazyAdam): 'auto' when "
+        f"the tables hold >= {ROW_SPARSE_AUTO_ROWS} rows; see debiasrec.training.optim",
     )
 
 
@@ -223,6 +233,7 @@ class TrainHistory:
     stopped_early: bool = False
     seconds: float = 0.0
     selection: str = "last"
+    row_sparse: bool = False  # embedding tables were trained with row-sparse updates
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -232,11 +243,19 @@ class TrainHistory:
             "stopped_early": self.stopped_early,
             "seconds": self.seconds,
             "selection": self.selection,
+            "row_sparse": self.row_sparse,
         }
 
 
-def _optimizer(cfg: TrainerConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+def _optimizer(
+    cfg: TrainerConfig, groups: list[dict[str, Any]], row_sparse: bool = False
+) -> torch.optim.Optimizer:
     kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if row_sparse and cfg.optimizer in ("adam", "adamw"):
+        from debiasrec.training.optim import LazyAdam
+
+        return LazyAdam(groups, **kw, decoupled=cfg.optimizer == "adamw")
+    # SGD (without momentum) and Adagrad take sparse gradients natively.
     # Fused Adam runs on CPU from torch 2.4 on and is ~1.5x faster for embedding tables.
     fused = {"fused": True} if _TORCH_VERSION >= (2, 4) else {}
     if cfg.optimizer == "adam":
@@ -270,6 +289,35 @@ def validation_score(
     return float(np.nanmean(vals))
 
 
+def row_sparse_tables(model: Any, cfg: TrainerConfig) -> list[torch.nn.Embedding]:
+    """The embedding tables the Trainer gives row-sparse gradients and updates, per ``cfg``.
+
+    A model opts in by returning its lookup tables from ``sparse_tables()`` (tables used only
+    through ``nn.Embedding`` lookups during training; BPR's user and item tables). With
+    ``row_sparse="auto"`` they are used when they hold at least :data:`ROW_SPARSE_AUTO_ROWS` rows
+    in total; ``"on"`` always, ``"off"`` never.
+
+    A strategy that replaces the backward pass (PCGrad) projects these gradients as dense
+    vectors; the optimizer then updates the whole table for that step, as a dense one would.
+
+    Raises:
+        ConfigError: ``row_sparse="on"`` with a model that has no such tables.
+    """
+    if cfg.row_sparse == "off":
+        return []
+    fn = getattr(model, "sparse_tables", None)
+    tables = list(fn()) if callable(fn) else []
+    if cfg.row_sparse == "on" and not tables:
+        raise ConfigError(
+            f"train.row_sparse='on' but {type(model).__name__} has no embedding tables that "
+            "support row-sparse updates; use 'auto' or 'off'"
+        )
+    rows = sum(int(t.num_embeddings) for t in tables)
+    if cfg.row_sparse == "auto" and rows < ROW_SPARSE_AUTO_ROWS:
+        return []
+    return tables
+
+
 class Trainer:
     """Minimises the model's (and strategies') weighted named loss terms with early stopping."""
 
@@ -292,8 +340,17 @@ class Trainer:
         progress bar run on rank 0 only.
         """
         ctx = dist_.setup(self.config.distributed, self.config.backend)
-        with dist_.active_context(ctx):
-            return self._fit(model, train, valid, rng=rng, log=log, ctx=ctx)
+        tables = row_sparse_tables(model, self.config)
+        for emb in tables:
+            emb.sparse = True
+        try:
+            with dist_.active_context(ctx):
+                return self._fit(
+                    model, train, valid, rng=rng, log=log, ctx=ctx, row_sparse=bool(tables)
+                )
+        finally:
+            for emb in tables:  # inference and later fits see ordinary dense-gradient tables
+                emb.sparse = False
 
     def _fit(
         self,
@@ -304,6 +361,7 @@ class Trainer:
         rng: int | np.random.Generator | None,
         log: Callable[[dict[str, float]], None] | None,
         ctx: dist_.DistContext,
+        row_sparse: bool = False,
     ) -> TrainHistory:
         cfg = self.config
         gen = np_rng(rng)
@@ -315,7 +373,7 @@ class Trainer:
         groups = list(model.param_groups())
         for s in self.strategies:
             groups.extend(s.param_groups())
-        opt = _optimizer(cfg, groups)
+        opt = _optimizer(cfg, groups, row_sparse)
         sched = (
             torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
             if cfg.lr_decay < 1.0
@@ -331,6 +389,7 @@ class Trainer:
             [g["params"] for g in groups] + [m.parameters() for m in modules]
         )
         hist = st.hist
+        hist.row_sparse = row_sparse
         t0 = time.perf_counter() - st.elapsed
         use_valid = valid is not None and valid.n_interactions > 0
         bar = None

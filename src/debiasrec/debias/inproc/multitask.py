@@ -529,11 +529,11 @@ class MultiTask(Strategy):
             if not loss.requires_grad:
                 per.append((None,) * len(params))
                 continue
-            per.append(
-                torch.autograd.grad(
-                    loss, params, retain_graph=i < len(names) - 1, allow_unused=True
-                )
+            grads = torch.autograd.grad(
+                loss, params, retain_graph=i < len(names) - 1, allow_unused=True
             )
+            # Row-sparse table gradients (train.row_sparse) are projected as dense vectors.
+            per.append(tuple(g.to_dense() if g is not None and g.is_sparse else g for g in grads))
         shared = [j for j in range(len(params)) if sum(p[j] is not None for p in per) >= 2]
         for j in range(len(params)):
             if j in shared:
