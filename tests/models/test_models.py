@@ -151,6 +151,25 @@ def test_bpr_negatives_never_returns_a_positive(
     assert not np.isin(users * n_items + neg, keys).any()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 500), max_size=80),
+    queries=st.lists(st.integers(-5, 505), max_size=80),
+)
+def test_sorted_lookup_equals_searchsorted(keys: list[int], queries: list[int]) -> None:
+    from debiasrec.models import torch_base
+
+    k = np.unique(np.array(keys, dtype=np.int64))
+    q = np.array(queries, dtype=np.int64)
+    old = torch_base._SORT_QUERIES_FROM
+    try:
+        torch_base._SORT_QUERIES_FROM = 0  # always take the sorting path
+        got = torch_base._sorted_lookup(k, q)
+    finally:
+        torch_base._SORT_QUERIES_FROM = old
+    np.testing.assert_array_equal(got, np.searchsorted(k, q))
+
+
 def test_bpr_negatives_for_a_user_with_almost_every_item() -> None:
     # 199 of 200 items are positives: uniform rejection alone fails ~60% of rows after 100 tries
     n_items = 200

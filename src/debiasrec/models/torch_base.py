@@ -139,6 +139,25 @@ class TorchRecommender(Recommender):
         """Hook to rebuild inference caches after loading."""
 
 
+#: From this many queries on, :func:`_sorted_lookup` sorts them first.
+_SORT_QUERIES_FROM = 1 << 18
+
+
+def _sorted_lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_keys, queries)``, faster for many random queries.
+
+    Random queries into a large array make every binary-search probe a cache miss (23 s for 15M
+    queries into 15M keys here); sorted queries walk the array in order (4 s with the sort).
+    The result is identical.
+    """
+    if len(queries) < _SORT_QUERIES_FROM:
+        return np.searchsorted(sorted_keys, queries)
+    order = np.argsort(queries)
+    out = np.empty(len(queries), dtype=np.intp)
+    out[order] = np.searchsorted(sorted_keys, queries[order])
+    return out
+
+
 def bpr_negatives(
     users: np.ndarray, n_items: int, pos_keys: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
@@ -158,7 +177,7 @@ def bpr_negatives(
     todo = np.arange(len(users))
     for _ in range(100):
         keys = u64[todo] * n_items + neg[todo]
-        pos = np.searchsorted(pos_keys, keys)
+        pos = _sorted_lookup(pos_keys, keys)
         pos[pos >= len(pos_keys)] = len(pos_keys) - 1
         hit = pos_keys[pos] == keys
         todo = todo[hit]
