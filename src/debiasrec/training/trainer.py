@@ -51,9 +51,10 @@ from debiasrec.training import distributed as dist_
 _TORCH_VERSION = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
 
 #: ``row_sparse="auto"`` switches to row-sparse updates from this many embedding-table rows on.
-#: Below it a dense step over the tables is as cheap as a sparse one (ML-100K/ML-1M-sized
-#: tables), and the dense optimizer is the one the models' defaults were tuned with.
-ROW_SPARSE_AUTO_ROWS = 20_000
+#: Below it the fused dense Adam step is as fast or faster on CPU (measured: as fast at 61k
+#: rows, 3.4x slower at 165k rows; benchmarks/RESULTS.md, "Scaling"), and the dense optimizer
+#: is the one the models' defaults were tuned with.
+ROW_SPARSE_AUTO_ROWS = 100_000
 
 
 class TrainerConfig(BaseModel):
