@@ -24,9 +24,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+
+
+class _Step(NamedTuple):
+    """One parameter's update settings for the current step."""
+
+    lr: float
+    b1: float
+    b2: float
+    eps: float
+    wd: float
+    decoupled: bool
+    step_size: float  # lr / bias correction 1
+    bc2_sqrt: float  # sqrt(bias correction 2)
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -84,29 +97,16 @@ class LazyAdam(torch.optim.Optimizer):
                 bc1 = 1.0 - b1**step
                 bc2_sqrt = math.sqrt(1.0 - b2**step)
                 step_size = lr / bc1
+                h = _Step(lr, b1, b2, eps, wd, decoupled, step_size, bc2_sqrt)
                 if p.grad.is_sparse:
-                    self._sparse_update(
-                        p, state, lr, b1, b2, eps, wd, decoupled, step_size, bc2_sqrt
-                    )
+                    self._sparse_update(p, state, h)
                 else:
-                    self._dense_update(
-                        p, state, lr, b1, b2, eps, wd, decoupled, step_size, bc2_sqrt
-                    )
+                    self._dense_update(p, state, h)
         return loss
 
     @staticmethod
-    def _dense_update(
-        p: torch.Tensor,
-        state: dict[str, Any],
-        lr: float,
-        b1: float,
-        b2: float,
-        eps: float,
-        wd: float,
-        decoupled: bool,
-        step_size: float,
-        bc2_sqrt: float,
-    ) -> None:
+    def _dense_update(p: torch.Tensor, state: dict[str, Any], h: _Step) -> None:
+        lr, b1, b2, eps, wd, decoupled, step_size, bc2_sqrt = h
         grad = p.grad
         assert grad is not None
         if wd:
@@ -120,19 +120,8 @@ class LazyAdam(torch.optim.Optimizer):
         denom = (v.sqrt() / bc2_sqrt).add_(eps)
         p.addcdiv_(m, denom, value=-step_size)
 
-    def _sparse_update(
-        self,
-        p: torch.Tensor,
-        state: dict[str, Any],
-        lr: float,
-        b1: float,
-        b2: float,
-        eps: float,
-        wd: float,
-        decoupled: bool,
-        step_size: float,
-        bc2_sqrt: float,
-    ) -> None:
+    def _sparse_update(self, p: torch.Tensor, state: dict[str, Any], h: _Step) -> None:
+        lr, b1, b2, eps, wd, decoupled, step_size, bc2_sqrt = h
         assert p.grad is not None
         grad = p.grad
         if grad.is_coalesced():
