@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender, bpr_negatives
+from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
 from debiasrec.training.trainer import TrainerConfig
 
 
@@ -130,11 +130,8 @@ class BPR(TorchRecommender):
         with torch.no_grad():
             self.module.user.weight.normal_(0.0, cfg.init_std, generator=gen)
             self.module.item.weight.normal_(0.0, cfg.init_std, generator=gen)
-        csr = train.csr()
-        self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
-        self._pos_items = csr.indices.astype(np.int64)
-        self._pos_keys = self._pos_users * train.n_items + self._pos_items  # sorted (CSR order)
-        self._pos_w = None if train.weights is None else train.pair_weights()
+        weights = None if train.weights is None else train.pair_weights()
+        self._pairs = PairSampler(train.csr(), train.n_items, weights)
 
     def _build_empty(self) -> None:
         cfg: BPRConfig = self.config  # type: ignore[assignment]
@@ -143,19 +140,7 @@ class BPR(TorchRecommender):
     def batches(
         self, train: Dataset, batch_size: int, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
-        n = len(self._pos_users)
-        perm = rng.permutation(n)
-        users = self._pos_users[perm]
-        pos = self._pos_items[perm]
-        neg = bpr_negatives(users, train.n_items, self._pos_keys, rng)
-        u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, pos, neg))
-        w_t = None if self._pos_w is None else torch.from_numpy(self._pos_w[perm])
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            batch = {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
-            if w_t is not None:
-                batch["weight"] = w_t[sl]
-            yield batch
+        return self._pairs.batches(batch_size, rng)
 
     def sparse_tables(self) -> list[torch.nn.Embedding]:
         """Tables the Trainer may train with row-sparse updates (``train.row_sparse``)."""

@@ -42,7 +42,7 @@ from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
-from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender, bpr_negatives
+from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
 from debiasrec.training.trainer import TrainerConfig
 
 
@@ -167,10 +167,7 @@ class TextTwoTower(TorchRecommender):
             self._setup_last_layer(self._renderer.item_texts())
         self._gen = gen
         self._set_rows(train.csr())
-        csr = self._rows
-        self._pos_users = np.repeat(np.arange(train.n_users), np.diff(csr.indptr)).astype(np.int64)
-        self._pos_items = csr.indices.astype(np.int64)
-        self._pos_keys = self._pos_users * train.n_items + self._pos_items
+        self._pairs = PairSampler(self._rows, train.n_items)  # the BPR loss is unweighted
 
     def _counterfactual_embeddings(
         self, train: Dataset, enc: Any, gen: torch.Generator
@@ -321,17 +318,8 @@ class TextTwoTower(TorchRecommender):
     ) -> Iterator[dict[str, torch.Tensor]]:
         cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
         if cfg.loss == "bpr":
-            n = len(self._pos_users)
-            perm = rng.permutation(n)
-            users, pos = self._pos_users[perm], self._pos_items[perm]
-            neg = bpr_negatives(users, train.n_items, self._pos_keys, rng)
-            size = batch_size * 16  # pairs per step: keep steps per epoch near the softmax loss
-            for s in range(0, n, size):
-                yield {
-                    "users": torch.from_numpy(users[s : s + size]),
-                    "pos": torch.from_numpy(pos[s : s + size]),
-                    "neg": torch.from_numpy(neg[s : s + size]),
-                }
+            # pairs per step x16: keep the steps per epoch near the softmax loss's
+            yield from self._pairs.batches(batch_size * 16, rng)
             return
         perm = rng.permutation(self._active)
         for s in range(0, len(perm), batch_size):

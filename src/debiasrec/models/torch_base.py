@@ -197,3 +197,41 @@ def bpr_negatives(
         rows = todo[u64[todo] == u]
         neg[rows] = free[rng.integers(0, len(free), size=len(rows))]
     return neg
+
+
+class PairSampler:
+    """Training pairs of pairwise (BPR-style) losses and one epoch's batches of them.
+
+    The pairs are the positives ``(user, item)`` of a CSR matrix in CSR order. Every epoch
+    shuffles them and draws one negative item per pair (:func:`bpr_negatives`), in that order
+    from ``rng``, so models sharing the sampler draw the same epochs from the same seed.
+    ``weights`` (one per pair, e.g. ``Dataset.pair_weights()``) are shuffled with the pairs and
+    yielded as ``batch["weight"]``.
+    """
+
+    def __init__(self, csr: Any, n_items: int, weights: np.ndarray | None = None) -> None:
+        self.users = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)).astype(np.int64)
+        self.items = csr.indices.astype(np.int64)
+        self.keys = self.users * n_items + self.items  # sorted (CSR order)
+        self.n_items = n_items
+        self.weights = weights
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batches(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """``{"users", "pos", "neg"[, "weight"]}`` batches covering every pair once."""
+        n = len(self.users)
+        perm = rng.permutation(n)
+        users = self.users[perm]
+        neg = bpr_negatives(users, self.n_items, self.keys, rng)
+        u_t, p_t, n_t = (torch.from_numpy(a) for a in (users, self.items[perm], neg))
+        w_t = None if self.weights is None else torch.from_numpy(self.weights[perm])
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            batch = {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
+            if w_t is not None:
+                batch["weight"] = w_t[sl]
+            yield batch
