@@ -103,3 +103,35 @@ def test_shards_are_disjoint_and_cover_the_global_batch() -> None:
     x = batch["pos"].double()
     rank_means = [w * p["pos"].double().mean() for p, w in parts]
     assert float(sum(rank_means) / 3) == pytest.approx(float(x.mean()))
+
+
+def test_reduce_sparse_sends_rows_of_any_gradient_form(tmp_path) -> None:
+    """One-rank group: sparse, dense and missing gradients all come back as coalesced rows."""
+    import torch.distributed as dist
+
+    from debiasrec.training.distributed import _reduce_sparse
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        p = torch.nn.Parameter(torch.zeros(5, 2))
+        vals = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+        p.grad = torch.sparse_coo_tensor(
+            torch.tensor([[3, 1, 3]]), vals, (5, 2), check_invariants=True
+        )
+        _reduce_sparse(p, 1)
+        assert p.grad.is_sparse and p.grad.is_coalesced()
+        assert p.grad.indices().tolist() == [[1, 3]]
+        assert p.grad.values().tolist() == [[3.0, 4.0], [6.0, 8.0]]
+        dense = torch.zeros(5, 2)
+        dense[2] = torch.tensor([0.0, -1.0])
+        p.grad = dense
+        _reduce_sparse(p, 1)
+        assert p.grad.is_sparse and p.grad.indices().tolist() == [[2]]
+        assert torch.equal(p.grad.to_dense(), dense)
+        p.grad = None
+        _reduce_sparse(p, 1)
+        assert p.grad.is_sparse and p.grad.values().numel() == 0
+    finally:
+        dist.destroy_process_group()

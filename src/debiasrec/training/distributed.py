@@ -229,11 +229,8 @@ def _reduce_sparse(p: torch.nn.Parameter, world: int) -> None:
             torch.zeros((0, *p.shape[1:]), dtype=p.dtype),
             p.shape,
         )
-    elif p.grad.is_sparse:
-        g = p.grad.coalesce()
-    else:  # a dense gradient on this rank while others are sparse: send its nonzero rows
-        rows = torch.nonzero(p.grad.reshape(p.shape[0], -1).abs().sum(1)).reshape(1, -1)
-        g = torch.sparse_coo_tensor(rows, p.grad[rows[0]], p.shape).coalesce()
+    else:  # a dense gradient here while other ranks' are sparse: send its nonzero rows
+        g = (p.grad if p.grad.is_sparse else p.grad.to_sparse(1)).coalesce()
     idx, val = g.indices()[0].contiguous(), g.values().contiguous()
     n = torch.tensor([idx.numel()], dtype=torch.long)
     sizes = [torch.zeros_like(n) for _ in range(world)]
@@ -249,9 +246,8 @@ def _reduce_sparse(p: torch.nn.Parameter, world: int) -> None:
     dist.all_gather(all_idx, pad_idx)
     dist.all_gather(all_val, pad_val)
     idx = torch.cat([t[:c] for t, c in zip(all_idx, counts, strict=True)])
-    val = torch.cat([t[:c] for t, c in zip(all_val, counts, strict=True)])
-    out = torch.sparse_coo_tensor(idx.unsqueeze(0), val, p.shape).coalesce()
-    p.grad = torch.sparse_coo_tensor(out.indices(), out.values() / world, p.shape)._coalesced_(True)
+    val = torch.cat([t[:c] for t, c in zip(all_val, counts, strict=True)]).div_(world)
+    p.grad = torch.sparse_coo_tensor(idx.unsqueeze(0), val, p.shape).coalesce()
 
 
 def broadcast_modules(modules: Iterable[torch.nn.Module], ctx: DistContext) -> None:

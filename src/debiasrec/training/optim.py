@@ -3,8 +3,8 @@
 With a dense optimizer every step reads and writes the *whole* user and item tables (the
 parameter, its gradient and both moment buffers), although a batch touches only a few thousand
 rows. On ML-100K that is cheap; on ML-20M-sized data (165k rows x 128) it makes a BPR epoch cost
-``batches x table size`` instead of ``batches x batch size`` -- x54 time for x20 data
-(``benchmarks/RESULTS.md``). :class:`LazyAdam` updates only the rows that have a gradient:
+``batches x table size`` instead of ``batches x batch size`` -- x103 time for x20 data, 150 s
+per epoch at 20M interactions against 44 s row-sparse (``benchmarks/RESULTS.md``, "Scaling"). :class:`LazyAdam` updates only the rows that have a gradient:
 
 * a **sparse** gradient (``nn.Embedding(sparse=True)``, coalesced: one entry per touched row)
   updates the moments and the parameter of those rows only; rows outside the batch keep their
