@@ -228,6 +228,7 @@ def _reduce_sparse(p: torch.nn.Parameter, world: int) -> None:
             torch.zeros((1, 0), dtype=torch.long),
             torch.zeros((0, *p.shape[1:]), dtype=p.dtype),
             p.shape,
+            check_invariants=False,
         )
     else:  # a dense gradient here while other ranks' are sparse: send its nonzero rows
         g = (p.grad if p.grad.is_sparse else p.grad.to_sparse(1)).coalesce()
@@ -247,7 +248,10 @@ def _reduce_sparse(p: torch.nn.Parameter, world: int) -> None:
     dist.all_gather(all_val, pad_val)
     idx = torch.cat([t[:c] for t, c in zip(all_idx, counts, strict=True)])
     val = torch.cat([t[:c] for t, c in zip(all_val, counts, strict=True)]).div_(world)
-    p.grad = torch.sparse_coo_tensor(idx.unsqueeze(0), val, p.shape).coalesce()
+    # rows came from valid sparse gradients of this very parameter: no invariant check needed
+    p.grad = torch.sparse_coo_tensor(
+        idx.unsqueeze(0), val, p.shape, check_invariants=False
+    ).coalesce()
 
 
 def broadcast_modules(modules: Iterable[torch.nn.Module], ctx: DistContext) -> None:
