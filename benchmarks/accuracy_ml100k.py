@@ -66,7 +66,7 @@ def main() -> None:
             t = time.perf_counter()
             model = model_class(name)().fit(split.train, valid=split.valid, rng=0)
             fit_s.append(time.perf_counter() - t)
-            ev = evaluate_model(model._score_block, split.train, split.valid, split.test,
+            ev = evaluate_model(model.score_tensor, split.train, split.valid, split.test,
                                 config=ecfg)
             r = ev.results.set_index(["metric", "group"])["value"]
             nd.append(r[("ndcg@10", "all")])

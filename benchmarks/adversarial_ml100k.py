@@ -50,7 +50,7 @@ def measure(model, split, ds, filters=None) -> dict[str, float]:
     ecfg = EvalConfig(ks=[10], metrics=["ndcg"], beyond=[], attrs=[], n_boot=0)
     ctx = model.user_filter.use(filters) if filters is not None else _null()
     with ctx:
-        ev = evaluate_model(model._score_block, split.train, split.valid, split.test, config=ecfg)
+        ev = evaluate_model(model.score_tensor, split.train, split.valid, split.test, config=ecfg)
         z = model.user_embeddings()
         recs = model.recommend(np.arange(ds.n_users), 10, exclude=[split.valid.csr()])
     g, a = ds.user_groups("gender"), ds.user_groups("age")

@@ -53,7 +53,7 @@ def fmt(vals: list[float], digits: int = 3) -> str:
 
 def measure(model: BPR, split: Any, train_aug: Any, ds: Any) -> dict[str, float]:
     ecfg = EvalConfig(ks=[10], metrics=["ndcg"], beyond=[], attrs=["gender", "age"], n_boot=0)
-    ev = evaluate_model(model._score_block, train_aug, split.valid, split.test, config=ecfg)
+    ev = evaluate_model(model.score_tensor, train_aug, split.valid, split.test, config=ecfg)
     res = ev.results.set_index(["metric", "group"])["value"]
     out = {
         "ndcg": float(res[("ndcg@10", "all")]),

@@ -150,7 +150,7 @@ def text_metrics(prob: np.ndarray, y: np.ndarray, age: pd.Categorical) -> dict[s
 
 def measure(model: BPR, split: Any, groups: dict[str, pd.Categorical]) -> dict[str, float]:
     ecfg = EvalConfig(ks=[10], metrics=["ndcg"], beyond=[], attrs=[], n_boot=0)
-    ev = evaluate_model(model._score_block, split.train, split.valid, split.test, config=ecfg)
+    ev = evaluate_model(model.score_tensor, split.train, split.valid, split.test, config=ecfg)
     users = ev.per_user["user"].to_numpy()
     nd = ev.per_user["ndcg@10"].to_numpy()
     sub = {

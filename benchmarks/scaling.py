@@ -170,7 +170,7 @@ def run_size(
     ev = stage(
         "evaluate (full ranking + all metrics)",
         lambda: evaluate_model(
-            model._score_block, split.train, split.valid, split.test, config=ecfg
+            model.score_tensor, split.train, split.valid, split.test, config=ecfg
         ),
         rows,
         n,
@@ -179,7 +179,7 @@ def run_size(
     rank_only = stage(
         "  of which: score + mask + top-20",
         lambda: __import__("debiasrec.experiment.evaluate", fromlist=["rank_full"]).rank_full(
-            model._score_block, users, 20, [split.train.csr(), split.valid.csr()], chunk=ecfg.chunk
+            model.score_tensor, users, 20, [split.train.csr(), split.valid.csr()], chunk=ecfg.chunk
         ),
         rows,
         n,
@@ -220,12 +220,12 @@ def run_extras(split: Any, model: BPR, users: np.ndarray, rows: list, n: int, se
     excl = [split.train.csr(), split.valid.csr()]
     cand = stage(
         "re-rank: top-100 candidates",
-        lambda: post_base.candidates(model._score_block, users, n=100, exclude=excl),
+        lambda: post_base.candidates(model.score_tensor, users, n=100, exclude=excl),
         rows,
         n,
     )
     cand_valid = post_base.candidates(
-        model._score_block, eval_users(split.valid), n=100, exclude=excl[:1]
+        model.score_tensor, eval_users(split.valid), n=100, exclude=excl[:1]
     )
     for cls in (CalibratedReranker, PopularityCalibrationReranker, MMRReranker, ExposureReranker,
                 GroupFairReranker):  # fmt: skip

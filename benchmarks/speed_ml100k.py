@@ -57,7 +57,7 @@ def main() -> None:
         m = BPR().fit(split.train, valid=split.valid, rng=r)
         fits.append(time.perf_counter() - t)
         epochs.append(len(m.history_.epochs))
-        ev = evaluate_model(m._score_block, split.train, split.valid, split.test, config=ecfg)
+        ev = evaluate_model(m.score_tensor, split.train, split.valid, split.test, config=ecfg)
         ndcgs.append(float(ev.results.set_index(["metric", "group"])["value"][("ndcg@10", "all")]))
     lines.append(f"| BPR full training with early stopping (2 threads, incl. validation) | "
                  f"{np.median(fits):.2f} s (median of {args.repeats}; {int(np.median(epochs))} "
@@ -67,7 +67,7 @@ def main() -> None:
         t = time.perf_counter()
         mb = BPR(train={"max_seconds": 5.0}).fit(split.train, valid=split.valid, rng=r)
         budget_fit.append(time.perf_counter() - t)
-        ev = evaluate_model(mb._score_block, split.train, split.valid, split.test, config=ecfg)
+        ev = evaluate_model(mb.score_tensor, split.train, split.valid, split.test, config=ecfg)
         budget_ndcg.append(float(ev.results.set_index(["metric", "group"])["value"][("ndcg@10", "all")]))
     lines.append(f"| BPR with a 5 s training budget (2 threads, `train.max_seconds=5`) | test NDCG@10 "
                  f"{np.median(budget_ndcg):.4f} (median of {args.repeats}; min "
@@ -80,7 +80,7 @@ def main() -> None:
         ts = []
         for _ in range(max(args.repeats, 10)):
             t = time.perf_counter()
-            items, _ = full_ranking_topk(m._score_block, users, 10, excl)
+            items, _ = full_ranking_topk(m.score_tensor, users, 10, excl)
             ranking_metrics(items, truth, ks=(10,), metrics=("ndcg", "recall"))
             ts.append(time.perf_counter() - t)
         lines.append(f"| full evaluation pass, 943 users x 1682 items, score+mask+top-10+NDCG/Recall "

@@ -42,7 +42,7 @@ PLACEBO = ["blue", "red", "green", "yellow"]
 
 def accuracy(model, split) -> tuple[float, float]:
     ecfg = EvalConfig(ks=[10], metrics=["ndcg", "recall"], beyond=[], attrs=[], n_boot=0)
-    ev = evaluate_model(model._score_block, split.train, split.valid, split.test, config=ecfg)
+    ev = evaluate_model(model.score_tensor, split.train, split.valid, split.test, config=ecfg)
     r = ev.results.set_index(["metric", "group"])["value"]
     return float(r[("ndcg@10", "all")]), float(r[("recall@10", "all")])
 

@@ -131,26 +131,26 @@ def data_describe(source, interactions, users, items, fmt, delimiter, sensitive,
 def data_import(source, interactions, users, items, fmt, delimiter, sensitive, out) -> None:
     """Purify a dataset and write it as Parquet (original ids) with its report."""
     ds, report = _load_source(source, interactions, users, items, fmt, delimiter, sensitive)
-    out.mkdir(parents=True, exist_ok=True)
-    ds.interactions_frame().to_parquet(out / "interactions.parquet", index=False)
-    ds.users_frame().to_parquet(out / "users.parquet", index=False)
-    items_df = ds.items_frame()
-    for col in items_df.columns:  # tuples (genres) -> lists for Parquet
-        if items_df[col].map(lambda v: isinstance(v, tuple)).any():
-            items_df[col] = items_df[col].map(list)
-    items_df.to_parquet(out / "items.parquet", index=False)
+    ds.save(out)  # interactions/users/items Parquet + dataset.json (Dataset.load reads it back)
     (out / "purification.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     click.echo(str(report))
-    click.echo(f"wrote {out}/interactions.parquet, users.parquet, items.parquet")
+    click.echo(f"wrote {out}/interactions.parquet, users.parquet, items.parquet, dataset.json")
 
 
 # ---------------------------------------------------------------------------------------- run
-def _run_config(cfg, out: Path, quiet: bool = False, cache: Path | None = None):
+def _run_config(
+    cfg, out: Path, quiet: bool = False, cache: Path | None = None, overwrite: bool = False
+):
     from debiasrec.experiment.runner import run_experiment
     from debiasrec.report.tables import method_table, summary_table, to_text
 
     result = run_experiment(
-        cfg, out, on_event=None if quiet else _err, progress=not quiet, cache=cache
+        cfg,
+        out,
+        on_event=None if quiet else _err,
+        progress=not quiet,
+        cache=cache,
+        overwrite=overwrite,
     )
     click.echo(to_text(summary_table(result.results)))
     if cfg.methods:
@@ -170,10 +170,34 @@ def _run_config(cfg, out: Path, quiet: bool = False, cache: Path | None = None):
             f"{stage} {t['computed']} computed / {t['cached']} cached" for stage, t in totals.items()
         )
         _err(f"stages: {done}")
+    _write_report(out)
     click.echo(
         f"\nresults: {out}/results.parquet\nreport:  {out}/report.html (and {out}/report.md)"
     )
     return result
+
+
+def _write_report(out: Path) -> None:
+    """The report of a finished run (its results and models are already saved)."""
+    from debiasrec.report.html import write_report
+
+    try:
+        write_report(out)
+    except Exception:
+        _err(
+            f"the run is complete and saved in {out} (results, recommendations and models); "
+            f"writing its report failed (retry with 'debiasrec report {out}'):"
+        )
+        raise
+
+
+def _overwrite_option(f):
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace what OUT holds when it is not an earlier run of the same config (outputs "
+        "the new run does not produce are removed; the stage cache is kept).",
+    )(f)
 
 
 def _cache_option(f):
@@ -193,13 +217,16 @@ def _cache_option(f):
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @_cache_option
-def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool, cache: Path | None) -> None:
+@_overwrite_option
+def run_cmd(
+    config: Path, out: Path, threads: int | None, quiet: bool, cache: Path | None, overwrite: bool
+) -> None:
     """Run the experiment described by CONFIG (TOML) and write the result folder OUT."""
     from debiasrec.experiment.runner import load_config
 
     cfg = load_config(config)
     _set_threads(threads)
-    _run_config(cfg, out, quiet, cache)
+    _run_config(cfg, out, quiet, cache, overwrite)
 
 
 @cli.command("demo")
@@ -212,14 +239,15 @@ def run_cmd(config: Path, out: Path, threads: int | None, quiet: bool, cache: Pa
 @click.option("--quick", is_flag=True, help="Fewer models, methods and epochs (about 2 minutes).")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @_cache_option
-def demo(out: Path, quick: bool, threads: int | None, cache: Path | None) -> None:
+@_overwrite_option
+def demo(out: Path, quick: bool, threads: int | None, cache: Path | None, overwrite: bool) -> None:
     """The main job: ML-100K, gender and age; every model and debiasing method; table + report."""
     from debiasrec.experiment.runner import load_config
 
     cfg = load_config(QUICK_CONFIG if quick else DEMO_CONFIG)
     _set_threads(threads)
     t = time.perf_counter()
-    _run_config(cfg, out, cache=cache)
+    _run_config(cfg, out, cache=cache, overwrite=overwrite)
     _err(f"demo finished in {time.perf_counter() - t:.0f}s; open {out.resolve()}/report.html")
 
 
@@ -257,6 +285,7 @@ def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
         AuditConfig, {key: v for key, v in options.items() if v is not None}, source="audit options"
     )
     result = run_audit(cfg, out)
+    _write_report(out)
     click.echo(
         to_text(
             summary_table(

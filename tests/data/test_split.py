@@ -356,10 +356,16 @@ def test_split_save_writes_parquet_with_original_ids(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "split"
     split.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == [
+        "dataset.json",
+        "items.parquet",
         "test.parquet",
         "train.parquet",
+        "users.parquet",
         "valid.parquet",
     ]
+    back = Split.load(folder)  # the same codes, tables and schema
+    for a, b in zip(split, back, strict=True):
+        assert a.fingerprint() == b.fingerprint() and a.name == b.name
     frames = {}
     for part, sub in zip(("train", "valid", "test"), split, strict=True):
         frames[part] = pd.read_parquet(folder / f"{part}.parquet")

@@ -37,7 +37,7 @@ def _auc(model, ds, attr="gender"):
 
 
 def _ndcg(model, sp):
-    return validation_score(model._score_block, sp.train, sp.test)
+    return validation_score(model.score_tensor, sp.train, sp.test)
 
 
 def test_grad_reverse_flips_gradients():

@@ -116,20 +116,20 @@ def test_generated_users_never_reach_evaluation(data, balanced):
     )
     assert model.n_users_ == out.n_users and "valid_ndcg@10" in model.history_.epochs[1]
     cfg = EvalConfig(ks=[10], n_boot=0)
-    ev = evaluate_model(model._score_block, out, split.valid, split.test, config=cfg)
+    ev = evaluate_model(model.score_tensor, out, split.valid, split.test, config=cfg)
     assert ev.users.max() < ds.n_users
     assert set(ev.per_user["user"]) <= set(np.flatnonzero(split.test.user_counts() > 0))
     # original users score identically through the augmented training set's codes
     np.testing.assert_array_equal(model.score(np.arange(5)), model.score(np.arange(5)))
     sampled = EvalConfig(ks=[10], n_boot=0, sampled_negatives=20)
-    evaluate_model(model._score_block, out, split.valid, split.test, config=sampled)
+    evaluate_model(model.score_tensor, out, split.valid, split.test, config=sampled)
     recs = model.recommend(np.arange(ds.n_users), 10, exclude=[split.valid.csr()])
     assert recs.items.shape == (ds.n_users, 10)
     # popularity-based metrics count the real users' interactions only: the same ranker
     # evaluated with the augmented or the original training set gives the same numbers
     pop = Pop().fit(split.train)
-    ev_aug = evaluate_model(pop._score_block, out, split.valid, split.test, config=cfg)
-    ev_real = evaluate_model(pop._score_block, split.train, split.valid, split.test, config=cfg)
+    ev_aug = evaluate_model(pop.score_tensor, out, split.valid, split.test, config=cfg)
+    ev_real = evaluate_model(pop.score_tensor, split.train, split.valid, split.test, config=cfg)
     r1 = ev_aug.results.set_index(["metric", "group"])["value"]
     r2 = ev_real.results.set_index(["metric", "group"])["value"]
     for key in [("novelty@10", "all"), ("arp@10", "all"), ("ndcg@10", "gender=F")]:

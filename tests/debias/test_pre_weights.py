@@ -114,11 +114,11 @@ def test_bpr_weights_change_training_measurably(data):
     )
     f_test = sp.test.subset(truth.minority[sp.test.users])
     m_test = sp.test.subset(~truth.minority[sp.test.users])
-    nd_base = validation_score(base._score_block, sp.train, f_test)
-    nd_zero = validation_score(zero_f._score_block, sp.train, f_test)
+    nd_base = validation_score(base.score_tensor, sp.train, f_test)
+    nd_zero = validation_score(zero_f.score_tensor, sp.train, f_test)
     assert nd_zero < 0.8 * nd_base  # the ignored group loses its personalisation
-    m_base = validation_score(base._score_block, sp.train, m_test)
-    m_zero = validation_score(zero_f._score_block, sp.train, m_test)
+    m_base = validation_score(base.score_tensor, sp.train, m_test)
+    m_zero = validation_score(zero_f.score_tensor, sp.train, m_test)
     assert m_zero > 0.8 * m_base  # the other group keeps it
 
 

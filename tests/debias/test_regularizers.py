@@ -43,7 +43,7 @@ def _train_pairs(model, ds, sp, rng=0):
 def test_focf_non_parity_reduces_non_parity(split):
     ds, sp = split
     base = BPR(dim=16, train=TRAIN).fit(sp.train, valid=sp.valid, rng=0)
-    reg = BPR(dim=16, train=TRAIN, strategies=[FOCFRegularizer("gender", "non_parity", 50.0)])
+    reg = BPR(dim=16, train=TRAIN, strategies=[FOCFRegularizer(attr="gender", unfairness="non_parity", weight=50.0)])
     reg.fit(sp.train, valid=sp.valid, rng=0)
     assert "loss_focf_non_parity" in reg.history_.epochs[0]
 
@@ -67,7 +67,7 @@ def test_utility_gap_penalty_shrinks_group_gap(split):
         return abs(ll[f[users]].mean() - ll[~f[users]].mean())
 
     base = BPR(dim=16, train=TRAIN).fit(sp.train, valid=sp.valid, rng=0)
-    pen = BPR(dim=16, train=TRAIN, strategies=[UtilityGapPenalty("gender", 20.0)])
+    pen = BPR(dim=16, train=TRAIN, strategies=[UtilityGapPenalty(attr="gender", weight=20.0)])
     pen.fit(sp.train, valid=sp.valid, rng=0)
     assert "loss_util_gap" in pen.history_.epochs[0]
     assert gap(pen) < 0.7 * gap(base)
@@ -76,10 +76,15 @@ def test_utility_gap_penalty_shrinks_group_gap(split):
 def test_regularizer_errors(split):
     ds, sp = split
     with pytest.raises(ConfigError):
-        FOCFRegularizer("gender", "parity")  # type: ignore[arg-type]
+        FOCFRegularizer(attr="gender", unfairness="parity")
+    with pytest.raises(ConfigError, match="attr"):
+        FOCFRegularizer(weight=1.0)  # no default attribute: which one is sensitive is data's
+    with pytest.raises(ConfigError, match="weight"):
+        UtilityGapPenalty(attr="gender", weight=-1.0)
     with pytest.raises(ConfigError, match="disadvantaged"):
-        BPR(dim=4, train={"epochs": 1}, strategies=[FOCFRegularizer("age")]).fit(sp.train, rng=0)
-    with pytest.raises(ConfigError, match="pairwise"):
+        BPR(dim=4, train={"epochs": 1}, strategies=[FOCFRegularizer(attr="age")]).fit(sp.train, rng=0)
+    # A model without the declared capabilities is refused before training starts.
+    with pytest.raises(ConfigError, match="PairwiseTraining"):
         MultVAE(
-            hidden=8, latent=4, train={"epochs": 1}, strategies=[UtilityGapPenalty("gender")]
+            hidden=8, latent=4, train={"epochs": 1}, strategies=[UtilityGapPenalty(attr="gender")]
         ).fit(sp.train, rng=0)

@@ -1,4 +1,4 @@
-"""Small pre-processing transforms registered by the runner tests (the registry is empty here)."""
+"""Small pre-processing transforms registered by the runner tests for the duration of a test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.debias.pre import PRE_METHODS, PreConfig, PreTransform
+from debiasrec.debias.pre import TRANSFORMS, PreConfig, PreTransform
 from debiasrec.random import np_rng
 
 
@@ -17,16 +17,17 @@ class DropConfig(PreConfig):
     strength: float = Field(0.1, ge=0.0, le=0.9)
 
 
-class DropShare(PreTransform):
+class DropShare(PreTransform[DropConfig]):
     """Drops a random share ``strength`` of the training interactions (a test transform)."""
 
     name = "test_drop"
     Config = DropConfig
+    sweep_key = "strength"
     calls = 0
 
     def apply(self, train: Dataset, *, rng: np.random.Generator | int | None = None) -> Dataset:
         type(self).calls += 1
-        keep = np_rng(rng).random(train.n_interactions) >= self.config.strength  # type: ignore[attr-defined]
+        keep = np_rng(rng).random(train.n_interactions) >= self.config.strength
         self.report_ = {"dropped": int((~keep).sum()), "kept": int(keep.sum())}
         return train.subset(keep, name=f"{train.name}:dropped")
 
@@ -44,10 +45,11 @@ class Identity(PreTransform):
 @contextmanager
 def registered() -> Iterator[None]:
     """Register the test transforms for the duration of a block."""
-    added = {c.name: c for c in (DropShare, Identity)}
-    PRE_METHODS.update(added)
+    added = (DropShare, Identity)
+    for cls in added:
+        TRANSFORMS.register(cls)
     try:
         yield
     finally:
-        for name in added:
-            PRE_METHODS.pop(name, None)
+        for cls in added:
+            TRANSFORMS.unregister(cls.name)

@@ -108,6 +108,9 @@ def test_audit_writes_the_result_folder(cli, case) -> None:
         "split/train.parquet",
         "split/valid.parquet",
         "split/test.parquet",
+        "split/users.parquet",
+        "split/items.parquet",
+        "split/dataset.json",
     }
     res = pd.read_parquet(out / "results.parquet")
     assert list(res.columns) == RESULT_COLUMNS

@@ -22,7 +22,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults() -> None:
     cfg = ExperimentConfig()
     assert cfg.data.source == "ml-100k"
-    assert [m.model for m in cfg.models] == ["pop"] and cfg.seeds == [0]
+    assert [m.kind for m in cfg.models] == ["pop"] and cfg.seeds == [0]
     assert cfg.split.ratios == (0.8, 0.1, 0.1) and cfg.split.method == "random"
     assert cfg.eval.ks == [10, 20] and cfg.recs_k is None
 
@@ -36,7 +36,7 @@ def test_round_trip_fills_defaults(tmp_path: Path) -> None:
         "params = { dim = 8, train = { epochs = 3, lr = 0.01 } }\n",
     )
     cfg = load_config(path)
-    assert cfg.models[0].label == "bpr-small" and cfg.models[0].params["train"]["epochs"] == 3
+    assert cfg.models[0].label == "bpr-small" and cfg.models[0].params.train.epochs == 3
     out = tmp_path / "resolved.toml"
     dump_toml(cfg, out)
     text = out.read_text()
@@ -61,7 +61,7 @@ def test_shipped_configs_round_trip(path: Path, tmp_path: Path) -> None:
         ("[data.purify]\nduplicate = 'keep_first'\n", ["data.purify.duplicate: unknown key"]),
         (
             '[[models]]\nmodel = "pop"\n[[models]]\nmodel = "bpr"\nparams = { dimm = 3 }\n',
-            ["models.1", "params.dimm: unknown key"],
+            ["models[1].params.dimm: unknown key"],
         ),
         (
             '[[models]]\nmodel = "bpr"\nparams = { train = { epochs = 0 } }\n',
@@ -76,6 +76,11 @@ def test_shipped_configs_round_trip(path: Path, tmp_path: Path) -> None:
         ("[eval]\nmetrics = ['ndcg', 'auc']\n", ["'auc'", "available"]),
         ("[eval]\nks = [0]\n", ["eval.ks"]),
         ("[split]\nratios = [0.8, 0.2]\n", ["split.ratios"]),
+        ("seeds = [-1]\n", ["seeds", "[0, 2**63 - 1]"]),
+        ("seeds = [3, 3]\n", ["seeds must be distinct"]),
+        ("[split]\nseed = -5\n", ["split.seed"]),
+        ('[[models]]\nkind = "pop"\nname = "../../x"\n', ["models[0].name", "'../../x'"]),
+        ('[[models]]\nkind = "pop"\nname = "/abs"\n', ["models[0].name"]),
     ],
     ids=[
         "top",
@@ -92,6 +97,11 @@ def test_shipped_configs_round_trip(path: Path, tmp_path: Path) -> None:
         "metric",
         "ks",
         "ratios",
+        "seed-negative",
+        "seed-repeated",
+        "split-seed",
+        "name-traversal",
+        "name-absolute",
     ],
 )
 def test_invalid_configs_name_the_field(text: str, needles: list[str], tmp_path: Path) -> None:
@@ -121,9 +131,11 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_model_spec_checks_params_when_built() -> None:
-    assert ModelSpec(model="itemknn").label == "itemknn"
+    assert ModelSpec(model="itemknn").label == "itemknn"  # 'model' is the older name of 'kind'
+    spec = ModelSpec(kind="itemknn", params={"k": 7})
+    assert spec.label == "itemknn" and spec.params.k == 7  # the model's typed config
     with pytest.raises(ValueError, match="params.k"):
-        ModelSpec(model="itemknn", params={"k": "many"})
+        ModelSpec(kind="itemknn", params={"k": "many"})
 
 
 def test_validate_and_load_toml_for_any_model(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from _pre_helpers import registered
 
 from debiasrec.errors import ConfigError
 from debiasrec.experiment.runner import ExperimentConfig, load_config
-from debiasrec.models import MODELS, Pop
 
 MODELS_TOML = (
     '[[models]]\nmodel = "pop"\n\n'
@@ -47,16 +46,19 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
     )
     variants = cfg.variants()
     assert [v.label for v in variants] == ["adv@0.1", "adv@1", "combo+none", "knn-exp"]
-    assert variants[0].inproc == [{"strategy": "adversarial", "attrs": ["gender"], "strength": 0.1}]
+    ((kind, adv),) = variants[0].inproc
+    assert kind == "adversarial" and adv.attrs == ["gender"] and adv.strength == 0.1
+    assert variants[1].inproc[0][1].strength == 1.0
     combo = variants[2]
-    assert combo.pre == [{"method": "test_drop", "strength": 0.2}] and combo.report_plain
+    ((kind, drop),) = combo.pre
+    assert kind == "test_drop" and drop.strength == 0.2 and combo.report_plain
     assert [lab for lab, _ in combo.post] == [
         "combo+calibrated",
         "combo+exposure@0.1",
         "combo+exposure@0.4",
         "combo+gf",
     ]
-    assert combo.post[3][1].self_calibrate == {"target": "gap_ndcg:gender <= 0.5x"}
+    assert str(combo.post[3][1].entry.self_calibrate.target) == "gap_ndcg:gender <= 0.5x"
     assert combo.post[1][1].strength == 0.1
     knn = variants[3]
     assert not knn.report_plain and [lab for lab, _ in knn.post] == ["knn-exp"]
@@ -80,7 +82,7 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibratd", '
             "strength = 0.5 }]\n",
-            "methods[0].post[0].method: unknown post-processing method 'calibratd'",
+            "methods[0].post[0].method: unknown re-ranker 'calibratd'",
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibrated", '
@@ -90,7 +92,7 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibrated", '
             "sweep = [0.1, 2.0] }]\n",
-            "methods[0].post[0].sweep[1]: strength must be in [0, 1]",
+            "methods[0].post[0].sweep[1]: strength input should be less than or equal to 1",
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npost = [{ method = "calibrated", '
@@ -115,21 +117,21 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\n'
             'inproc = [{ strategy = "focf", attr = "gender", kind = "fair" }]\n',
-            "methods[0].inproc[0].kind: unknown FOCF kind 'fair'",
+            "methods[0].inproc[0].kind: Input should be 'value'",
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "itemknn"\n'
             'inproc = [{ strategy = "adversarial", attrs = ["gender"] }]\n',
-            "methods[0].inproc[0]: strategy 'adversarial' trains with the torch Trainer",
+            "methods[0].inproc[0]: strategy 'adversarial' needs a model with TrainedByTrainer, UserRepresentation; model 'itemknn'",
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npre = [{ method = "test_identity", '
             "sweep = [0.1, 0.2] }]\n",
-            "methods[0].pre[0].sweep: transform 'test_identity' has no strength to sweep",
+            "methods[0].pre[0].sweep: 'test_identity' has no strength to sweep",
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npre = [{ method = "smote" }]\n',
-            "methods[0].pre[0].method: unknown pre-processing method 'smote'",
+            "methods[0].pre[0].method: unknown pre-processing transform 'smote'",
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npre = [{ method = "test_drop", '
@@ -147,7 +149,7 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\npre = [{ method = "test_drop", '
-            'sweep = [0.1] }]\ninproc = [{ strategy = "focf", sweep = [1.0, 2.0] }]\n',
+            'sweep = [0.1] }]\ninproc = [{ strategy = "focf", attr = "gender", sweep = [1.0, 2.0] }]\n',
             "methods[0]: at most one sweep in pre/inproc per method",
         ),
         (
@@ -157,7 +159,7 @@ def test_every_level_parses_and_sweeps_expand(tmp_path: Path) -> None:
         ),
         (
             '[[methods]]\nname = "a"\nmodel = "bpr"\nmodle = "x"\n',
-            "methods.0.modle: unknown key",
+            "methods[0].modle: unknown key",
         ),
     ],
     ids=[
@@ -201,23 +203,35 @@ def test_all_method_errors_at_once(tmp_path: Path) -> None:
     assert "methods[0].post[0].strength" in msg and "methods[1].post[0].method" in msg
 
 
-def test_post_processor_needs_a_scoring_model(tmp_path: Path, monkeypatch) -> None:
-    class ListOnly(Pop):
-        name = "listonly"
-        produces_scores = False
-
-    monkeypatch.setitem(MODELS, "listonly", ListOnly)
-    path = tmp_path / "cfg.toml"
+def test_capabilities_are_checked_before_training(tmp_path: Path) -> None:
+    models = '[[models]]\nkind = "text2tower"\n[[models]]\nkind = "multvae"\n'
+    # TextTwoTower declares item representations: multi-task genre heads work with it.
+    path = tmp_path / "ok.toml"
     path.write_text(
-        '[[models]]\nmodel = "listonly"\n[[methods]]\nname = "a"\nmodel = "listonly"\n'
-        'post = [{ method = "exposure", strength = 0.2 }]\n'
+        models + '[[methods]]\nname = "mt"\nmodel = "text2tower"\n'
+        'inproc = [{ kind = "multitask", tasks = [{ kind = "genre" }] }]\n'
     )
-    with pytest.raises(
-        ConfigError,
-        match=r"methods\[0\]\.post\[0\]: re-ranker 'exposure' needs "
-        "a model that scores the whole catalog",
-    ):
-        load_config(path)
+    assert [v.label for v in load_config(path).variants()] == ["mt"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        models
+        # Mult-VAE has no item representations (genre heads) and no pairwise batches (FOCF);
+        # TextTwoTower ignores interaction weights and trains pairwise only with loss = "bpr".
+        + '[[methods]]\nname = "a"\nmodel = "multvae"\n'
+        'inproc = [{ kind = "multitask", tasks = [{ kind = "genre" }] }, '
+        '{ kind = "focf", attr = "gender" }]\n'
+        '[[methods]]\nname = "b"\nmodel = "text2tower"\n'
+        'pre = [{ kind = "group_reweight", attr = "gender" }]\n'
+        'inproc = [{ kind = "utility_gap", attr = "gender" }]\n'
+        '[[methods]]\nname = "c"\nmodel = "text2tower"\nparams = { loss = "bpr" }\n'
+        'inproc = [{ kind = "utility_gap", attr = "gender" }]\n'
+    )
+    msg = str(pytest.raises(ConfigError, load_config, bad).value)
+    assert "methods[0].inproc[0]: strategy 'multitask' needs a model with ItemRepresentation; model 'multvae'" in msg
+    assert "methods[0].inproc[1]: strategy 'focf' needs a model with PairwiseTraining" in msg
+    assert "methods[1].pre[0]: transform 'group_reweight' sets interaction weights" in msg
+    assert "methods[1].inproc[0]: strategy 'utility_gap' needs a model with PairwiseTraining" in msg
+    assert "methods[2]" not in msg  # with loss = "bpr" the pairing works
 
 
 def test_cli_exits_2_with_one_message_before_training(tmp_path: Path, cli) -> None:
@@ -240,7 +254,7 @@ def test_method_params_override_the_base_model(tmp_path: Path) -> None:
         'inproc = [{ strategy = "focf", attr = "gender" }]\n',
     )
     (variant,) = cfg.variants()
-    assert variant.params == {"dim": 8, "train": {"epochs": 1}}  # merged, dim kept
+    assert variant.params.dim == 8 and variant.params.train.epochs == 1  # merged, dim kept
     with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.dimm: unknown key"):
         _load(
             tmp_path,

@@ -100,7 +100,7 @@ def test_every_level_gives_results(first_run) -> None:
     assert summary["baselines"] == {m: "bpr" for m in methods - {"pop", "bpr"}}
     info = summary["methods"]
     assert info["bpr-adv"]["levels"] == ["inproc"] and info["bpr-cal"]["levels"] == ["post"]
-    assert info["bpr-drop"]["pre_reports"][0]["method"] == "test_drop"
+    assert info["bpr-drop"]["pre_reports"][0]["kind"] == "test_drop"
     assert info["bpr-drop"]["pre_reports"][0]["dropped"] > 0
     assert set(info["bpr-exp"]["self_calibration"]) == {"0", "1"}
     # post-processed lists are re-ranked from the trained BPR, not retrained
@@ -171,14 +171,9 @@ def test_cache_key_depends_on_the_seed_and_model_config(tiny_parquet, transforms
     prepared = prepare_data(cfg)
     cache = tmp_path / "cache"
     run_experiment(cfg, prepared=prepared, cache=cache)
-    cfg2 = cfg.model_copy(
-        update={
-            "models": [
-                cfg.models[0],
-                cfg.models[1].model_copy(update={"params": {"dim": 4, "train": {"epochs": 2}}}),
-            ]
-        }
-    )
+    data = cfg.model_dump(mode="json")
+    data["models"][1]["params"] = {"dim": 4, "train": {"epochs": 2}}
+    cfg2 = ExperimentConfig.model_validate(data)
     log = run_experiment(cfg2, prepared=prepared, cache=cache).stages
     # pop, and bpr-adv, whose own params override sets dim = 4 either way
     assert log.count("fit", "cached") == 2

@@ -8,6 +8,7 @@ import pytest
 
 from debiasrec.data.synthetic import SyntheticConfig, generate
 from debiasrec.experiment.runner import ExperimentConfig, run_experiment
+from debiasrec.report.html import write_report
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +72,5 @@ def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     out = tmp_path_factory.mktemp("report_run") / "run"
     run_experiment(cfg, out)
+    write_report(out)  # as the CLI does once the run (models included) is saved
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,7 @@ import scipy.sparse as sp
 from debiasrec.data.schema import INTERSECTION_SEP, Schema
 from debiasrec.errors import DataError
 
-__all__ = ["INTERSECTION_SEP", "Dataset"]
+__all__ = ["INTERSECTION_SEP", "Dataset", "take_groups"]
 
 
 def _readonly(a: np.ndarray, dtype: type) -> np.ndarray:
@@ -222,18 +224,13 @@ class Dataset:
 
     def subset(self, index: np.ndarray, *, name: str | None = None) -> Dataset:
         """Interactions selected by a boolean mask or integer index; vocabularies and tables shared."""
-        return Dataset(
-            self.users[index],
-            self.items[index],
-            user_vocab=self.user_vocab,
-            item_vocab=self.item_vocab,
+        return self.replace(
+            users=self.users[index],
+            items=self.items[index],
             ratings=None if self.ratings is None else self.ratings[index],
             timestamps=None if self.timestamps is None else self.timestamps[index],
-            user_table=self.user_table,
-            item_table=self.item_table,
-            schema=self.schema,
-            name=name or self.name,
             weights=None if self.weights is None else self.weights[index],
+            name=name or self.name,
         )
 
     def with_interactions(
@@ -250,35 +247,18 @@ class Dataset:
 
         ``weights`` are the new interactions' weights (``None``: unweighted).
         """
-        return Dataset(
-            users,
-            items,
-            user_vocab=self.user_vocab,
-            item_vocab=self.item_vocab,
+        return self.replace(
+            users=users,
+            items=items,
             ratings=ratings,
             timestamps=timestamps,
-            user_table=self.user_table,
-            item_table=self.item_table,
-            schema=self.schema,
-            name=name or self.name,
             weights=weights,
+            name=name or self.name,
         )
 
     def with_weights(self, weights: np.ndarray | None, *, name: str | None = None) -> Dataset:
         """The same interactions with other per-interaction ``weights`` (``None`` removes them)."""
-        return Dataset(
-            self.users,
-            self.items,
-            user_vocab=self.user_vocab,
-            item_vocab=self.item_vocab,
-            ratings=self.ratings,
-            timestamps=self.timestamps,
-            user_table=self.user_table,
-            item_table=self.item_table,
-            schema=self.schema,
-            name=name or self.name,
-            weights=weights,
-        )
+        return self.replace(weights=weights, name=name or self.name)
 
     def append_users(
         self,
@@ -362,6 +342,48 @@ class Dataset:
             name=name or self.name,
             weights=w,
         )
+
+    def replace(self, **changes: Any) -> Dataset:
+        """A new dataset with the same fields except ``changes`` (constructor keywords, plus
+        ``users`` and ``items``); validation runs again."""
+        fields: dict[str, Any] = {
+            "users": self.users,
+            "items": self.items,
+            "user_vocab": self.user_vocab,
+            "item_vocab": self.item_vocab,
+            "ratings": self.ratings,
+            "timestamps": self.timestamps,
+            "user_table": self.user_table,
+            "item_table": self.item_table,
+            "schema": self.schema,
+            "name": self.name,
+            "weights": self.weights,
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"Dataset.replace got unknown field(s) {unknown}")
+        fields.update(changes)
+        users, items = fields.pop("users"), fields.pop("items")
+        return Dataset(users, items, **fields)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> None:
+        """Write the dataset into ``folder``: ``dataset.json`` (schema, sizes, fingerprint) and
+        Parquet tables (see :mod:`debiasrec.data.io`)."""
+        from debiasrec.data.io import save_dataset
+
+        save_dataset(self, folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dataset:
+        """Read a dataset written by :meth:`save` (same codes, tables, schema and weights).
+
+        Raises:
+            DataError: missing or corrupt files; the message names the file.
+        """
+        from debiasrec.data.io import load_saved_dataset
+
+        return load_saved_dataset(folder)
 
     # ------------------------------------------------------------------ views
     @property
@@ -472,6 +494,27 @@ class Dataset:
         self._cache[key] = out
         return out
 
+    def groups_of(
+        self, attrs: Sequence[str], users: np.ndarray | None = None
+    ) -> dict[str, pd.Categorical]:
+        """``{attr: group labels of users}`` for attributes or intersections (``"a&b"``).
+
+        ``users`` are user codes (default: every user); the categories (and their order) are
+        the attribute's, so groups without any of these users still appear.
+
+        Raises:
+            DataError: an unknown attribute name (the message lists the declared ones).
+        """
+        out: dict[str, pd.Categorical] = {}
+        for name in attrs:
+            cat = self.user_groups(name)
+            out[name] = (
+                cat
+                if users is None
+                else take_groups(cat, np.asarray(users, dtype=np.int64))
+            )
+        return out
+
     def item_category_matrix(self, column: str) -> tuple[sp.csr_matrix, list[str]]:
         """Multi-hot item x category matrix for a multi-valued category column (e.g. genres)."""
         if column not in self.item_table.columns:
@@ -557,6 +600,13 @@ class Dataset:
                     h.update(_hash_values(table[col].astype(str)))
             self._cache["fingerprint"] = h.hexdigest()[:16]
         return self._cache["fingerprint"]
+
+
+def take_groups(cat: pd.Categorical, rows: np.ndarray) -> pd.Categorical:
+    """The labels of ``cat`` at positions ``rows`` (same categories and order; -1 = missing)."""
+    return pd.Categorical.from_codes(
+        np.asarray(cat.codes)[rows], categories=cat.categories, ordered=cat.ordered
+    )
 
 
 def _show(value: Any) -> Any:

@@ -27,11 +27,22 @@ class Split:
         return iter((self.train, self.valid, self.test))
 
     def save(self, folder: str | Path) -> None:
-        """Write ``{train,valid,test}.parquet`` with original ids into ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for part, ds in zip(("train", "valid", "test"), self, strict=True):
-            ds.interactions_frame().to_parquet(folder / f"{part}.parquet", index=False)
+        """Write ``{train,valid,test}.parquet`` (original ids) with the shared user and item
+        tables and ``dataset.json`` into ``folder`` (see :mod:`debiasrec.data.io`)."""
+        from debiasrec.data.io import save_split
+
+        save_split(self, folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Split:
+        """Read a split written by :meth:`save`.
+
+        Raises:
+            DataError: missing or corrupt files; the message names the file.
+        """
+        from debiasrec.data.io import load_saved_split
+
+        return load_saved_split(folder)
 
 
 def _ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np.ndarray, ...]:

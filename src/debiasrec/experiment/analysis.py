@@ -13,14 +13,19 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from debiasrec.data.dataset import take_groups
 from debiasrec.experiment.evaluate import Evaluation
+
+if TYPE_CHECKING:
+    from debiasrec.data.split import Split
+    from debiasrec.experiment.config import ExperimentConfig
 from debiasrec.metrics.fairness import paired_test
 
 AGGREGATE_COLUMNS = ["method", "metric", "group", "mean", "ci_low", "ci_high", "sd", "n_seeds"]
@@ -100,24 +105,17 @@ def paired_tests(
         b = ev.per_user.set_index("user")[metric].reindex(a.index)
         users = a.index.to_numpy()
         tests = [("mean", "all", None)] + [
-            (
-                "gap",
-                attr,
-                pd.Categorical.from_codes(np.asarray(cat.codes)[users], categories=cat.categories),
-            )
-            for attr, cat in groups.items()
+            ("gap", attr, take_groups(cat, users)) for attr, cat in groups.items()
         ]
         for statistic, group, labels in tests:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = paired_test(
-                    a.to_numpy(),
-                    b.to_numpy(),
-                    groups=labels,
-                    n_boot=n_boot,
-                    rng=seed,
-                    statistic=statistic,
-                )  # type: ignore[arg-type]
+            res = paired_test(
+                a.to_numpy(),
+                b.to_numpy(),
+                groups=labels,
+                n_boot=n_boot,
+                rng=seed,
+                statistic=statistic,  # type: ignore[arg-type]
+            )
             p = float(res["p_value"])
             rows.append(
                 {
@@ -185,8 +183,37 @@ def pareto_frontier(aggregate: pd.DataFrame, k: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FRONTIER_COLUMNS)
 
 
+def analyse(
+    cfg: ExperimentConfig,
+    split: Split,
+    results: pd.DataFrame,
+    evals: Mapping[tuple[str, int], Evaluation],
+    baselines: Mapping[str, str],
+    explain_models: Mapping[str, Any],
+) -> dict[str, pd.DataFrame]:
+    """Seed aggregates, paired tests, Pareto frontiers and the transparency tables of a run."""
+    from debiasrec.experiment.explain import calibration_sample, explanations, sample_users
+
+    k = cfg.eval.ks[0]
+    agg = seed_aggregate(results, cfg.eval.ci)
+    attrs = list(split.test.schema.sensitive_names if cfg.eval.attrs is None else cfg.eval.attrs)
+    groups = split.test.groups_of(attrs)
+    tests = paired_tests(evals, baselines, groups, f"ndcg@{k}", n_boot=cfg.eval.n_boot)
+    out = {"aggregate": agg, "tests": tests, "frontier": pareto_frontier(agg, k)}
+    first = cfg.seeds[0]
+    lists = {m: (ev.users, ev.topk) for (m, s), ev in evals.items() if s == first}
+    if cfg.explain_users and lists:
+        users = sample_users(split.test, cfg.explain_users, cfg.split.seed)
+        out["explanations"] = explanations(
+            lists, baselines, explain_models, split.train, users, k=k
+        )
+        out["calibration"] = calibration_sample(lists, split.train, users, k=k)
+    return out
+
+
 __all__ = [
     "AGGREGATE_COLUMNS",
+    "analyse",
     "FRONTIER_COLUMNS",
     "TEST_COLUMNS",
     "fairness_metrics",

@@ -11,36 +11,31 @@ with.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
-from debiasrec.metrics.beyond import (
-    TIER_NAMES,
-    average_popularity,
-    exposure_gini,
-    intra_list_diversity,
-    item_coverage,
-    long_tail_share,
-    novelty,
-    popularity_tiers,
+from debiasrec.metrics.registry import (
+    METRICS,
+    MetricInput,
+    check_metric_names,
+    compute_metrics,
 )
-from debiasrec.metrics.fairness import by_group, item_group_exposure
-from debiasrec.metrics.ranking import RANKING_METRICS, ranking_metrics
 from debiasrec.metrics.topk import full_ranking_topk, pad_rows, topk_from_scores
 from debiasrec.random import np_rng
 
+if TYPE_CHECKING:
+    from debiasrec.models.base import Recommender
+
 RESULT_COLUMNS = ["method", "seed", "metric", "group", "value", "ci_low", "ci_high", "n"]
-BEYOND_METRICS = ("arp", "aplt", "novelty", "ild")
 
 
 class EvalConfig(BaseModel):
@@ -49,8 +44,11 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ks: list[int] = Field(default_factory=lambda: [10, 20])
-    metrics: list[str] = Field(default_factory=lambda: ["ndcg", "recall", "mrr", "hit", "precision", "map"])
-    beyond: list[str] = Field(default_factory=lambda: list(BEYOND_METRICS))
+    metrics: list[str] | None = Field(
+        None,
+        description="registered metrics to compute (debiasrec.metrics.METRICS); default: every "
+        "metric registered as a default whose inputs are available",
+    )
     attrs: list[str] | None = None  # default: every sensitive attribute of the dataset
     intersections: list[str] = Field(default_factory=list)  # e.g. ["gender&age"]
     n_boot: int = Field(1000, ge=0)
@@ -59,19 +57,37 @@ class EvalConfig(BaseModel):
     sampled_negatives: int | None = Field(None, ge=1)
     head_share: float = Field(0.2, gt=0, lt=1)
 
-    def model_post_init(self, __context: Any) -> None:
-        unknown = set(self.metrics) - set(RANKING_METRICS)
-        if unknown:
-            raise ConfigError(
-                f"unknown ranking metric(s) {sorted(unknown)}; available: {list(RANKING_METRICS)}"
-            )
-        unknown = set(self.beyond) - set(BEYOND_METRICS)
-        if unknown:
-            raise ConfigError(
-                f"unknown beyond-accuracy metric(s) {sorted(unknown)}; available: {list(BEYOND_METRICS)}"
-            )
-        if not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"eval.ks must be positive integers, got {self.ks}")
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_beyond(cls, data: Any) -> Any:
+        """Configs written before metrics were registered: ``metrics`` listed ranking metrics,
+        ``beyond`` the beyond-accuracy ones, and everything else was always computed."""
+        if not isinstance(data, dict) or "beyond" not in data:
+            return data
+        data = dict(data)
+        beyond = data.pop("beyond")
+        if not isinstance(beyond, list):
+            raise ValueError("beyond must be a list of metric names")
+        ranking = data.get("metrics")
+        if ranking is None:
+            ranking = [m.name for m in METRICS.values() if m.family == "ranking"]
+        rest = [
+            m.name for m in METRICS.values() if m.default and m.family not in ("ranking", "beyond")
+        ]
+        data["metrics"] = [*ranking, *beyond, *rest]
+        return data
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else check_metric_names(v)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError(f"must be positive integers, got {v}")
+        return v
 
 
 @dataclass
@@ -166,67 +182,65 @@ def evaluate_topk(
     config: EvalConfig | None = None,
     rng: int | np.random.Generator | None = 0,
     scores: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
 ) -> Evaluation:
     """Metrics of ranked lists ``topk[r]`` for user codes ``users[r]`` against ``test``.
 
-    ``train`` gives item popularity (ARP, long tail, novelty, tiers), counted on ``test``'s users
-    only when ``train`` has appended users (see :func:`original_users`). Sensitive attributes
-    come from ``test``'s user table; they are read here, for evaluation only.
+    Computes every selected metric of :data:`debiasrec.metrics.METRICS` whose inputs are
+    available (see :func:`metric_input`). ``train`` gives item popularity and the users'
+    histories, counted on ``test``'s users only when ``train`` has appended users (see
+    :func:`original_users`). Sensitive attributes come from ``test``'s user table; they are read
+    here, for evaluation only. ``embeddings`` (the model's user embeddings) feed the leakage
+    probe on representations.
     """
     cfg = config or EvalConfig()
     kmax = max(cfg.ks)
     if topk.shape[1] < kmax:
         raise ConfigError(f"lists have {topk.shape[1]} items but eval.ks asks for @{kmax}")
-    train = original_users(train, test)
-    truth = test.csr()[users]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*no relevant.*")
-        per = ranking_metrics(topk, truth, ks=cfg.ks, metrics=cfg.metrics)
-    pop = train.item_counts()
-    genres = None
-    if test.schema.item_categories:
-        col = test.schema.item_categories[0]
-        if col in test.item_table.columns:
-            genres = test.item_category_matrix(col)[0]
-    for k in cfg.ks:
-        if "arp" in cfg.beyond:
-            per[f"arp@{k}"] = average_popularity(topk, pop, k)
-        if "aplt" in cfg.beyond:
-            per[f"aplt@{k}"] = long_tail_share(topk, pop, k, head_share=cfg.head_share)
-        if "novelty" in cfg.beyond:
-            per[f"novelty@{k}"] = novelty(topk, pop, train.n_users, k)
-        if "ild" in cfg.beyond and genres is not None and k > 1:
-            per[f"ild@{k}"] = intra_list_diversity(topk, genres, k)
+    inp = metric_input(topk, users, train, test, cfg, scores=scores, embeddings=embeddings)
+    per, results = compute_metrics(inp, cfg.metrics, n_boot=cfg.n_boot, rng=rng)
     per_user = pd.DataFrame(per)
     per_user.insert(0, "user", users)
-
-    groups = _groups(test, cfg, users)
-    tidy = by_group(
-        {m: per_user[m].to_numpy() for m in per}, groups, n_boot=cfg.n_boot, ci=cfg.ci, rng=rng
-    )
-    extra = []
-    tiers = popularity_tiers(pop)
-    for k in cfg.ks:
-        extra.append(_scalar(f"coverage@{k}", item_coverage(topk, train.n_items, k)))
-        extra.append(_scalar(f"gini@{k}", exposure_gini(topk, train.n_items, k)))
-        exp = item_group_exposure(topk, tiers, list(TIER_NAMES), pop, k)
-        for row in exp.itertuples(index=False):
-            g = f"item_pop={row.item_group}"
-            extra.append(_scalar(f"exposure_share@{k}", row.exposure_share, g))
-            extra.append(_scalar(f"exposure_ratio@{k}", row.ratio, g))
-            if k == cfg.ks[0]:
-                extra.append(_scalar("interaction_share", row.interaction_share, g))
-    if genres is not None:
-        genre_mat, genre_names = genres, test.item_category_matrix(test.schema.item_categories[0])[1]
-        k = cfg.ks[0]
-        exp = item_group_exposure(topk, genre_mat, genre_names, pop, k)
-        for row in exp.itertuples(index=False):
-            g = f"item_{test.schema.item_categories[0]}={row.item_group}"
-            extra.append(_scalar(f"exposure_share@{k}", row.exposure_share, g))
-            extra.append(_scalar(f"exposure_ratio@{k}", row.ratio, g))
-            extra.append(_scalar("interaction_share", row.interaction_share, g))
-    results = pd.concat([tidy, pd.DataFrame(extra)], ignore_index=True)
     return Evaluation(per_user=per_user, results=results, topk=topk, users=users, scores=scores)
+
+
+def metric_input(
+    topk: np.ndarray,
+    users: np.ndarray,
+    train: Dataset,
+    test: Dataset,
+    cfg: EvalConfig,
+    *,
+    scores: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+) -> MetricInput:
+    """What the registered metrics may read about these lists (see :class:`MetricInput`)."""
+    train = original_users(train, test)
+    feats, names, col = None, None, None
+    if test.schema.item_categories and test.schema.item_categories[0] in test.item_table.columns:
+        col = test.schema.item_categories[0]
+        feats, names = test.item_category_matrix(col)
+    attrs = list(test.schema.sensitive_names if cfg.attrs is None else cfg.attrs)
+    return MetricInput(
+        topk=topk,
+        users=users,
+        n_items=train.n_items,
+        ks=list(cfg.ks),
+        truth=test.csr()[users],
+        history=train.csr()[users],
+        item_pop=train.item_counts(),
+        n_pop_users=train.n_users,
+        item_features=feats,
+        feature_names=names,
+        feature_column=col,
+        groups=test.groups_of([*attrs, *cfg.intersections], users),
+        attrs=attrs,
+        user_groups={a: test.user_groups(a) for a in attrs},
+        embeddings=embeddings,
+        scores=scores,
+        head_share=cfg.head_share,
+        ci=cfg.ci,
+    )
 
 
 def original_users(train: Dataset, test: Dataset) -> Dataset:
@@ -263,40 +277,37 @@ def original_users(train: Dataset, test: Dataset) -> Dataset:
     )
 
 
-def _scalar(metric: str, value: float, group: str = "all") -> dict[str, Any]:
-    return {"metric": metric, "group": group, "value": float(value), "ci_low": np.nan,
-            "ci_high": np.nan, "n": np.nan}
-
-
-def _groups(test: Dataset, cfg: EvalConfig, users: np.ndarray) -> dict[str, pd.Categorical]:
-    names = test.schema.sensitive_names if cfg.attrs is None else list(cfg.attrs)
-    out: dict[str, pd.Categorical] = {}
-    for name in [*names, *cfg.intersections]:
-        cat = test.user_groups(name)
-        out[name] = pd.Categorical.from_codes(
-            np.asarray(cat.codes)[users], categories=cat.categories, ordered=cat.ordered
-        )
-    return out
-
-
 def evaluate_model(
-    score_fn: Callable[[np.ndarray], Any],
+    model: Recommender[Any] | Callable[[np.ndarray], Any],
     train: Dataset,
     valid: Dataset | None,
     test: Dataset,
     *,
     config: EvalConfig | None = None,
     rng: int | np.random.Generator | None = 0,
+    embeddings: np.ndarray | None = None,
 ) -> Evaluation:
-    """Rank with ``score_fn`` under the configured protocol and evaluate on ``test``.
+    """Rank with a fitted model (or any ``score_fn(user_codes)``) and evaluate on ``test``.
 
-    Training items, and validation items when ``valid`` is given, are never ranked.
+    Training items, and validation items when ``valid`` is given, are never ranked. A model
+    that declares :class:`~debiasrec.models.capabilities.UserEmbeddings` also gets the leakage
+    probe on its embeddings (or pass ``embeddings``).
 
     ``train`` may have more users than ``test`` (users appended by a pre-processing transform,
     e.g. synthetic ones, see :meth:`Dataset.append_users`): only ``test``'s users are evaluated,
     and item popularity for the beyond-accuracy metrics is counted on the original users only.
     """
+    from debiasrec.models.base import Recommender
+    from debiasrec.models.capabilities import UserEmbeddings
+
     cfg = config or EvalConfig()
+    score_fn: Callable[[np.ndarray], Any]
+    if isinstance(model, Recommender):
+        score_fn = model.score_tensor
+        if embeddings is None and UserEmbeddings in model.capabilities(model.config):
+            embeddings = np.asarray(cast(UserEmbeddings, model).user_embeddings(), np.float64)
+    else:
+        score_fn = model
     users = eval_users(test)
     n_rows = max(train.n_users, test.n_users)
     exclude = [train.csr()] + ([valid.csr()] if valid is not None else [])
@@ -309,7 +320,9 @@ def evaluate_model(
         )
     else:
         topk, scores = rank_full(score_fn, users, kmax, exclude, chunk=cfg.chunk)
-    return evaluate_topk(topk, users, train, test, config=cfg, rng=rng, scores=scores)
+    return evaluate_topk(
+        topk, users, train, test, config=cfg, rng=rng, scores=scores, embeddings=embeddings
+    )
 
 
 __all__ = [
@@ -319,6 +332,7 @@ __all__ = [
     "eval_users",
     "evaluate_model",
     "evaluate_topk",
+    "metric_input",
     "original_users",
     "rank_full",
     "rank_sampled",

@@ -4,7 +4,11 @@ Every user-level metric is vectorised over all users and returns one float64 val
 where undefined, with a :class:`DegenerateMetricWarning`); :func:`by_group` aggregates them
 overall and per group with gaps, ratios and bootstrap confidence intervals.
 
-This layer imports nothing of debiasrec but :mod:`debiasrec.errors` and :mod:`debiasrec.random`.
+Every metric that evaluation computes registers itself once in :data:`METRICS`
+(:mod:`debiasrec.metrics.registry`): evaluation, the report and the stage cache read it.
+
+This layer imports nothing of debiasrec but :mod:`debiasrec.errors`, :mod:`debiasrec.random` and
+:mod:`debiasrec.registry`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from debiasrec.metrics.beyond import (
     novelty,
     popularity_tiers,
 )
+from debiasrec.metrics.calibration import miscalibration
 from debiasrec.metrics.fairness import (
     BY_GROUP_COLUMNS,
     CLASSIFIER_COLUMNS,
@@ -50,9 +55,30 @@ from debiasrec.metrics.ranking import (
     ranking_metrics,
     rating_metrics,
 )
+from debiasrec.metrics.registry import (
+    FAMILIES,
+    METRICS,
+    Family,
+    Metric,
+    MetricInput,
+    compute_metrics,
+    default_metrics,
+    register_family,
+    register_metric,
+)
 from debiasrec.metrics.yao import YAO_METRICS, yao_unfairness
 
 __all__ = [
+    "FAMILIES",
+    "METRICS",
+    "Family",
+    "Metric",
+    "MetricInput",
+    "compute_metrics",
+    "default_metrics",
+    "miscalibration",
+    "register_family",
+    "register_metric",
     "BY_GROUP_COLUMNS",
     "CLASSIFIER_COLUMNS",
     "LEAKAGE_COLUMNS",

@@ -23,6 +23,7 @@ from debiasrec.metrics._checks import (
     position_discount,
     warn_degenerate,
 )
+from debiasrec.metrics.registry import MetricInput, Row, register_metric, scalar_row
 
 #: Tier codes returned by :func:`popularity_tiers`; ``TIER_NAMES[code]`` is the tier's name.
 HEAD, MID, TAIL = 0, 1, 2
@@ -313,3 +314,44 @@ def intra_list_diversity(topk: np.ndarray, item_features: sp.csr_matrix, k: int)
             "their intra-list diversity is NaN"
         )
     return ild
+
+
+# ---------------------------------------------------------------------------- registration
+@register_metric(name="arp", family="beyond", needs=("popularity",), higher_is_better=False)
+def _arp(inp: MetricInput, k: int) -> np.ndarray:
+    """Average training popularity of the listed items (Abdollahpouri et al. 2019)."""
+    assert inp.item_pop is not None
+    return average_popularity(inp.topk, inp.item_pop, k)
+
+
+@register_metric(name="aplt", family="beyond", needs=("popularity",), higher_is_better=True)
+def _aplt(inp: MetricInput, k: int) -> np.ndarray:
+    """Share of long-tail items in the list (Abdollahpouri et al. 2019)."""
+    assert inp.item_pop is not None
+    return long_tail_share(inp.topk, inp.item_pop, k, head_share=inp.head_share)
+
+
+@register_metric(name="novelty", family="beyond", needs=("popularity",), higher_is_better=True)
+def _novelty(inp: MetricInput, k: int) -> np.ndarray:
+    """Mean self-information -log2(popularity share) of the listed items (Zhou et al. 2010)."""
+    assert inp.item_pop is not None and inp.n_pop_users is not None
+    return novelty(inp.topk, inp.item_pop, inp.n_pop_users, k)
+
+
+@register_metric(name="ild", family="beyond", needs=("item_features",), higher_is_better=True)
+def _ild(inp: MetricInput, k: int) -> np.ndarray | None:
+    """Intra-list diversity: mean pairwise category distance (Ziegler et al. 2005)."""
+    assert inp.item_features is not None
+    return intra_list_diversity(inp.topk, inp.item_features, k) if k > 1 else None
+
+
+@register_metric(name="coverage", family="catalog", higher_is_better=True)
+def _coverage(inp: MetricInput, k: int) -> list[Row]:
+    """Share of the catalog recommended to at least one user."""
+    return [scalar_row(f"coverage@{k}", item_coverage(inp.topk, inp.n_items, k))]
+
+
+@register_metric(name="gini", family="catalog", higher_is_better=False)
+def _gini(inp: MetricInput, k: int) -> list[Row]:
+    """Gini coefficient of item exposure counts (0: every item equally exposed)."""
+    return [scalar_row(f"gini@{k}", exposure_gini(inp.topk, inp.n_items, k))]

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from debiasrec.errors import DataError
 from debiasrec.metrics._checks import as_csr, check_topk, warn_degenerate
+from debiasrec.metrics.registry import MetricInput, register_metric
 
 Divergence = Literal["kl", "js"]
 
@@ -139,6 +140,20 @@ def miscalibration(
             "or list; their miscalibration is NaN"
         )
     return out
+
+
+@register_metric(
+    name="miscalibration",
+    family="calibration",
+    needs=("history", "item_features"),
+    higher_is_better=False,
+)
+def _miscalibration(inp: MetricInput, k: int) -> np.ndarray | None:
+    """Steck's C_KL between the category mix of the user's history and of the list."""
+    assert inp.history is not None and inp.item_features is not None
+    if len(inp.users) == 0:
+        return None
+    return miscalibration(inp.topk, inp.history, inp.item_features, k)
 
 
 __all__ = [

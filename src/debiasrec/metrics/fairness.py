@@ -25,7 +25,8 @@ from debiasrec.metrics._checks import (
     check_vector,
     warn_degenerate,
 )
-from debiasrec.metrics.beyond import exposure_counts
+from debiasrec.metrics.beyond import TIER_NAMES, exposure_counts, popularity_tiers
+from debiasrec.metrics.registry import MetricInput, Row, register_metric, scalar_row
 from debiasrec.random import np_rng
 
 #: Columns of the DataFrame returned by :func:`by_group`, in order.
@@ -686,3 +687,39 @@ def classifier_by_group(
             rows.append((name, attr, float(ok.max() - ok.min()), n_labelled))
     frame = pd.DataFrame.from_records(rows, columns=list(CLASSIFIER_COLUMNS))
     return frame.astype({"metric": str, "group": str, "value": "float64", "n": "int64"})
+
+
+# ---------------------------------------------------------------------------- registration
+@register_metric(name="exposure", family="catalog", needs=("popularity",))
+def _exposure_by_tier(inp: MetricInput, k: int) -> list[Row]:
+    """Exposure share and ratio of the head, mid and tail popularity tiers (item_pop=TIER)."""
+    assert inp.item_pop is not None
+    exp = item_group_exposure(
+        inp.topk, popularity_tiers(inp.item_pop), list(TIER_NAMES), inp.item_pop, k
+    )
+    out: list[Row] = []
+    for row in exp.itertuples(index=False):
+        g = f"item_pop={row.item_group}"
+        out.append(scalar_row(f"exposure_share@{k}", row.exposure_share, g))
+        out.append(scalar_row(f"exposure_ratio@{k}", row.ratio, g))
+        if k == inp.ks[0]:
+            out.append(scalar_row("interaction_share", row.interaction_share, g))
+    return out
+
+
+@register_metric(
+    name="category_exposure", family="category_exposure", needs=("popularity", "item_features")
+)
+def _exposure_by_category(inp: MetricInput, k: int) -> list[Row]:
+    """Exposure share and ratio of each item category, e.g. genre (item_genres=NAME)."""
+    assert inp.item_pop is not None and inp.item_features is not None
+    exp = item_group_exposure(
+        inp.topk, inp.item_features, list(inp.feature_names or []), inp.item_pop, k
+    )
+    out: list[Row] = []
+    for row in exp.itertuples(index=False):
+        g = f"item_{inp.feature_column}={row.item_group}"
+        out.append(scalar_row(f"exposure_share@{k}", row.exposure_share, g))
+        out.append(scalar_row(f"exposure_ratio@{k}", row.ratio, g))
+        out.append(scalar_row("interaction_share", row.interaction_share, g))
+    return out

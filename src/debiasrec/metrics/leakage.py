@@ -39,6 +39,7 @@ from scipy import stats
 
 from debiasrec.errors import ConfigError, DataError
 from debiasrec.metrics._checks import check_int, check_topk, warn_degenerate
+from debiasrec.metrics.registry import MetricInput, Row, register_metric
 from debiasrec.random import derive_seed, np_rng
 
 Probe = Literal["logreg", "mlp"]
@@ -506,3 +507,70 @@ def probe_recs(
         topk, n_items, k=k, weighting=weighting, svd_dim=svd_dim, rng=derive_seed(gen)
     )
     return leakage(x, labels, probe=probe, folds=folds, rng=derive_seed(gen), **kwargs)
+
+
+def recs_embedding(
+    topk: np.ndarray, n_items: int, k: int, *, seed: int, dim: int = 64
+) -> np.ndarray:
+    """Multi-hot top-``k`` lists reduced to ``dim`` columns by a seeded randomised SVD.
+
+    The representation of :func:`recs_representation`, computed with ``torch.svd_lowrank``
+    (Halko et al.), which runs on torch's thread pool and so respects ``torch.set_num_threads``
+    (NumPy's BLAS threads oversubscribe a busy machine). The global torch generator is left as
+    it was.
+    """
+    import torch
+
+    x = recs_representation(topk, n_items, k=k, svd_dim=None)
+    q = min(dim, min(x.shape) - 1)
+    if q < 1:
+        return x
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        u, s, _ = torch.svd_lowrank(torch.from_numpy(x), q=q, niter=4)
+    return (u * s).numpy()
+
+
+def _leak_rows(res: dict[str, Any], suffix: str, attr: str) -> list[Row]:
+    return [
+        {
+            "metric": f"leakage_{key}{suffix}",
+            "group": attr,
+            "value": float(res[key]),
+            "ci_low": float(res[f"{key}_ci_low"]),
+            "ci_high": float(res[f"{key}_ci_high"]),
+            "n": float(res["n"]),
+        }
+        for key in ("auc", "bacc")
+    ]
+
+
+#: Stratified folds of the evaluation's leakage probes.
+EVAL_PROBE_FOLDS = 3
+
+
+@register_metric(name="leakage", family="leakage", needs=("groups",), higher_is_better=False)
+def _leakage_metric(inp: MetricInput, k: int) -> list[Row]:
+    """Attacker AUC and balanced accuracy recovering each attribute from the top-K lists
+    (``leakage_auc@K``) and, when the model has them, from its user embeddings
+    (``leakage_auc_emb``); an AUC of 0.5 means no leakage."""
+    folds = EVAL_PROBE_FOLDS
+    pgen = np_rng(inp.probe_seed)
+    rep: np.ndarray | None = None
+    out: list[Row] = []
+    for attr in inp.attrs:
+        labels = inp.groups[attr]
+        if (pd.Series(labels).value_counts() >= folds).sum() < 2:
+            continue  # a probe needs two labelled classes with a member per fold
+        if rep is None:
+            rep = recs_embedding(inp.topk, inp.n_items, k, seed=inp.probe_seed)
+        res = leakage(rep, labels, folds=folds, rng=derive_seed(pgen), ci=inp.ci)
+        out += _leak_rows(res, f"@{k}", attr)
+        if inp.embeddings is not None and attr in inp.user_groups:
+            full = inp.user_groups[attr]
+            # Users a pre-processing transform appended (synthetic or oversampled copies) come
+            # after the real users' codes: probe the real users only.
+            emb = np.asarray(inp.embeddings, dtype=np.float64)[: len(full)]
+            res = leakage(emb, full, folds=folds, rng=derive_seed(pgen), ci=inp.ci)
+            out += _leak_rows(res, "_emb", attr)
+    return out

@@ -8,6 +8,7 @@ Algorithms", CIKM 2021) so that numbers are comparable.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ from debiasrec.metrics._checks import (
     position_discount,
     warn_degenerate,
 )
+from debiasrec.metrics.registry import MetricInput, register_metric
 
 #: Ranking metrics understood by :func:`ranking_metrics`, in their default order.
 RANKING_METRICS: tuple[str, ...] = ("recall", "ndcg", "mrr", "hit", "precision", "map")
@@ -250,3 +252,34 @@ def rating_metrics(
             f"{int(empty.sum())} of {n_users} users have no test ratings; their rmse/mae are NaN"
         )
     return {"rmse": rmse, "mae": mae}
+
+
+# ---------------------------------------------------------------------------- registration
+def _all_ranking(inp: MetricInput) -> dict[str, np.ndarray]:
+    def compute() -> dict[str, np.ndarray]:
+        assert inp.truth is not None
+        with warnings.catch_warnings():
+            # Users without held-out items are not evaluated; the callers pick evaluated users.
+            warnings.filterwarnings("ignore", message=".*no relevant.*")
+            return ranking_metrics(inp.topk, inp.truth, ks=list(inp.ks), metrics=RANKING_METRICS)
+
+    return inp.memo("ranking", compute)  # type: ignore[no-any-return]
+
+
+def _register_ranking(name: str, doc: str) -> None:
+    def fn(inp: MetricInput, k: int) -> np.ndarray:
+        return _all_ranking(inp)[f"{name}@{k}"]
+
+    fn.__doc__ = doc
+    register_metric(fn, name=name, family="ranking", needs=("truth",), higher_is_better=True)
+
+
+for _name, _doc in (
+    ("ndcg", "Normalised discounted cumulative gain with binary gains (Järvelin & Kekäläinen)."),
+    ("recall", "Share of the user's held-out items in the top K."),
+    ("mrr", "Reciprocal rank of the first held-out item within the top K."),
+    ("hit", "Whether any held-out item is in the top K."),
+    ("precision", "Held-out items in the top K divided by K."),
+    ("map", "Truncated average precision."),
+):
+    _register_ranking(_name, _doc)

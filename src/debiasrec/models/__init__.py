@@ -1,9 +1,10 @@
-"""Recommenders. ``MODELS`` maps config names to classes (an explicit registry)."""
+"""Recommenders. Each registers itself in :data:`MODELS` (see :mod:`debiasrec.registry`)."""
 
 from __future__ import annotations
 
-from debiasrec.errors import ConfigError
-from debiasrec.models.base import ModelConfig, Recommender, Recs
+from typing import Any
+
+from debiasrec.models.base import MODELS, ModelConfig, Recommender, Recs
 from debiasrec.models.bpr import BPR
 from debiasrec.models.itemknn import ItemKNN
 from debiasrec.models.lightgcn import LightGCN
@@ -12,28 +13,14 @@ from debiasrec.models.multvae import MultVAE
 from debiasrec.models.pop import Pop
 from debiasrec.models.text2tower import TextTwoTower
 
-MODELS: dict[str, type[Recommender]] = {
-    "pop": Pop,
-    "itemknn": ItemKNN,
-    "bpr": BPR,
-    "multvae": MultVAE,
-    "lightgcn": LightGCN,
-    "text2tower": TextTwoTower,
 
-    "llm_ranker": LLMRanker,
-}
-
-
-def model_class(name: str) -> type[Recommender]:
-    """The model class registered as ``name``.
+def model_class(name: str) -> type[Recommender[Any]]:
+    """The model class registered as ``name`` (case-insensitive).
 
     Raises:
         ConfigError: unknown name (the message lists the registered ones).
     """
-    try:
-        return MODELS[name.lower()]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}") from None
+    return MODELS.lookup(name.lower())
 
 
 __all__ = ["BPR", "MODELS", "ItemKNN", "LLMRanker", "LightGCN", "ModelConfig", "MultVAE", "Pop",

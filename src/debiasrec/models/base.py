@@ -3,9 +3,11 @@
 * ``fit(train, *, valid=None, rng=None) -> self``; learned state ends in ``_``.
 * ``score(user_codes) -> float32 [n_users, n_items]`` raw scores (no masking), one block at a time.
 * ``recommend(users, k) -> Recs``: masked full-ranking top-k, scored in chunks.
-* representation models also implement ``user_embeddings()``.
+* what else a model can do is declared with the protocols of
+  :mod:`debiasrec.models.capabilities` (e.g. ``UserEmbeddings`` for ``user_embeddings()``).
 
 Calling ``score``/``recommend`` before ``fit`` raises :class:`~debiasrec.errors.NotFittedError`.
+Every model registers itself in :data:`MODELS` where it is defined (``@MODELS.register``).
 """
 
 from __future__ import annotations
@@ -14,17 +16,21 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import Self
 
 from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError, NotFittedError
 from debiasrec.metrics.topk import full_ranking_topk, pad_rows
+from debiasrec.models.capabilities import CAPABILITIES, declares
+from debiasrec.registry import Registry
 
 
 class ModelConfig(BaseModel):
@@ -60,15 +66,27 @@ class Recs:
         )
 
 
-class Recommender(ABC):
-    """Base class. Subclasses set ``name`` and ``Config`` and implement ``_fit`` and ``_score``."""
+C = TypeVar("C", bound=ModelConfig)
+
+
+class Recommender(ABC, Generic[C]):
+    """Base class. Subclasses set ``name`` and ``Config`` and implement ``_fit`` and ``_score``.
+
+    ``Recommender[XConfig]`` types ``self.config`` as ``XConfig``.
+    """
 
     name: ClassVar[str] = "recommender"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
-    has_embeddings: ClassVar[bool] = False
+    config: C
 
-    def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.config = build_config(self.Config, config, kwargs, what=f"model {self.name!r}")
+    def __init__(self, config: C | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.config = cast(C, build_config(self.Config, config, kwargs, what=f"model {self.name!r}"))
+
+    @classmethod
+    def capabilities(cls, config: ModelConfig | None = None) -> set[type]:
+        """The capabilities (protocols of :mod:`debiasrec.models.capabilities`) this model has
+        with ``config`` (default: its declared ones, whatever the config)."""
+        return {c for c in CAPABILITIES.values() if declares(cls, c)}
 
     # ------------------------------------------------------------------ contract
     def fit(
@@ -77,7 +95,7 @@ class Recommender(ABC):
         *,
         valid: Dataset | None = None,
         rng: int | np.random.Generator | None = None,
-    ) -> Recommender:
+    ) -> Self:
         """Learn from ``train`` (``valid`` for early stopping where the model uses it)."""
         if train.n_interactions == 0:
             raise DataError(f"cannot fit {self.name}: training data {train.name!r} is empty")
@@ -98,6 +116,23 @@ class Recommender(ABC):
         users = self._check_users(user_codes)
         out = self._score(users)
         return np.asarray(out, dtype=np.float32)
+
+    def score_tensor(self, user_codes: np.ndarray) -> torch.Tensor:
+        """Raw float32 scores ``[len(user_codes), n_items]`` as a torch tensor (nothing masked).
+
+        The same numbers as :meth:`score`, without a copy for torch models (the tensor is fresh
+        and may be modified in place): what the evaluator and re-rankers use.
+        """
+        self._check_fitted()
+        users = self._check_users(user_codes)
+        out = self._score_tensor(users)
+        return out if out.dtype == torch.float32 else out.float()
+
+    def _score_tensor(self, users: np.ndarray) -> torch.Tensor:
+        a = np.asarray(self._score(users), dtype=np.float32)
+        if not (a.flags.writeable and a.flags.owndata and a.flags.c_contiguous):
+            a = np.array(a, dtype=np.float32, order="C")  # a view (e.g. broadcast) is copied
+        return torch.from_numpy(a)
 
     def _check_users(self, user_codes: np.ndarray) -> np.ndarray:
         users = np.asarray(user_codes, dtype=np.int64).ravel()
@@ -141,15 +176,8 @@ class Recommender(ABC):
             # A split part of the original data has fewer rows than a training set with
             # appended (e.g. synthetic) users: those users have nothing to exclude.
             masks.append(pad_rows(m, n_u))
-        items, scores = full_ranking_topk(self._score_block, users, k, masks, chunk=chunk)
+        items, scores = full_ranking_topk(self.score_tensor, users, k, masks, chunk=chunk)
         return Recs(users=users, items=items, scores=scores)
-
-    def _score_block(self, users: np.ndarray) -> Any:
-        return self._score(users)
-
-    def user_embeddings(self) -> np.ndarray:
-        """User representations ``[n_users, d]`` (representation models only)."""
-        raise NotImplementedError(f"{self.name} has no user embeddings")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_users_"):
@@ -177,7 +205,7 @@ class Recommender(ABC):
         save_file(tensors, str(folder / "state.safetensors"))
 
     @classmethod
-    def load(cls, folder: str | Path) -> Recommender:
+    def load(cls, folder: str | Path) -> Recommender[Any]:
         """Inverse of :meth:`save`."""
         from safetensors.numpy import load_file
 
@@ -202,3 +230,7 @@ class Recommender(ABC):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError(f"{self.name} does not support loading")
+
+
+#: Every model by name (see :mod:`debiasrec.registry`); a model registers itself where defined.
+MODELS: Registry[type[Recommender[Any]]] = Registry("model", "debiasrec.models")

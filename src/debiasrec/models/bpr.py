@@ -22,6 +22,18 @@ import torch
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.models.base import MODELS
+from debiasrec.models.capabilities import (
+    ItemEmbeddings,
+    ItemRepresentation,
+    PairScorer,
+    PairwiseTraining,
+    SparseTables,
+    UserEmbeddings,
+    UserFilterHost,
+    UserRepresentation,
+    WeightedTraining,
+)
 from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
 from debiasrec.training.trainer import TrainerConfig
 
@@ -117,15 +129,17 @@ class _MF(torch.nn.Module):
         self.item = torch.nn.Embedding(n_items, dim)
 
 
-class BPR(TorchRecommender):
+@MODELS.register
+class BPR(
+    TorchRecommender[BPRConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, WeightedTraining, UserEmbeddings, ItemEmbeddings, SparseTables, UserFilterHost
+):
     """Matrix factorisation with the BPR pairwise loss."""
 
     name = "bpr"
     Config = BPRConfig
-    has_embeddings = True
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
-        cfg: BPRConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self.module = _MF(train.n_users, train.n_items, cfg.dim)
         with torch.no_grad():
             self.module.user.weight.normal_(0.0, cfg.init_std, generator=gen)
@@ -134,7 +148,7 @@ class BPR(TorchRecommender):
         self._pairs = PairSampler(train.csr(), train.n_items, weights)
 
     def _build_empty(self) -> None:
-        cfg: BPRConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self.module = _MF(self.n_users_, self.n_items_, cfg.dim)
 
     def batches(
@@ -155,7 +169,7 @@ class BPR(TorchRecommender):
         return self.module.item(items)
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg: BPRConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         u = self.user_repr(batch["users"])
         qi, qj = self.module.item(torch.cat([batch["pos"], batch["neg"]])).chunk(2)
         if "weight" in batch:

@@ -21,7 +21,11 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.models.base import ModelConfig, Recommender
+from debiasrec.models.base import MODELS, ModelConfig, Recommender
+from debiasrec.models.capabilities import (
+    ItemSimilarity,
+    WeightedTraining,
+)
 
 
 class ItemKNNConfig(ModelConfig):
@@ -32,14 +36,15 @@ class ItemKNNConfig(ModelConfig):
     block: int = Field(2048, ge=1, description="target items per similarity block")
 
 
-class ItemKNN(Recommender):
+@MODELS.register
+class ItemKNN(Recommender[ItemKNNConfig], WeightedTraining, ItemSimilarity):
     """Item-item cosine neighbourhood model with shrinkage and top-k pruning."""
 
     name = "itemknn"
     Config = ItemKNNConfig
 
     def _fit(self, train: Dataset, *, valid: Dataset | None, rng: object) -> None:
-        cfg: ItemKNNConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         x = train.csr().astype(np.float32)
         if train.weights is not None:
             xw = x.copy()

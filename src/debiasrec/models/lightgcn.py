@@ -19,6 +19,16 @@ import torch
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.models.base import MODELS
+from debiasrec.models.capabilities import (
+    ItemRepresentation,
+    PairScorer,
+    PairwiseTraining,
+    UserEmbeddings,
+    UserFilterHost,
+    UserRepresentation,
+    WeightedTraining,
+)
 from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
 from debiasrec.training.trainer import TrainerConfig
 
@@ -60,15 +70,17 @@ def normalized_adjacency(csr, n_users: int, n_items: int) -> torch.Tensor:
     return adj.coalesce()
 
 
-class LightGCN(TorchRecommender):
+@MODELS.register
+class LightGCN(
+    TorchRecommender[LightGCNConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, WeightedTraining, UserEmbeddings, UserFilterHost
+):
     """Graph-convolutional MF with layer-mean embeddings, trained with BPR."""
 
     name = "lightgcn"
     Config = LightGCNConfig
-    has_embeddings = True
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
-        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.module = _Emb(train.n_users, train.n_items, cfg.dim)
@@ -79,7 +91,7 @@ class LightGCN(TorchRecommender):
         self._final: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _build_empty(self) -> None:
-        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         with torch.random.fork_rng(devices=[]):  # the init is overwritten by load: leave no trace
             self.module = _Emb(self.n_users_, self.n_items_, cfg.dim)
 
@@ -95,7 +107,7 @@ class LightGCN(TorchRecommender):
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (layer-mean) user and item embeddings."""
-        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         e = torch.cat([self.module.user.weight, self.module.item.weight])
         acc = e
         for _ in range(cfg.layers):
@@ -111,7 +123,7 @@ class LightGCN(TorchRecommender):
         return self._pairs.batches(batch_size, rng)
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg: LightGCNConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self._final = None
         users_f, items_f = self.propagate()
         u = self.filter_user(users_f[batch["users"]])

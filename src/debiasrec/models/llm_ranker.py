@@ -45,7 +45,10 @@ from pydantic import Field
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
 from debiasrec.lm.templates import ItemTemplate, TextRenderer, UserTemplate, recent_history
-from debiasrec.models.base import ModelConfig, Recommender
+from debiasrec.models.base import MODELS, ModelConfig, Recommender
+from debiasrec.models.capabilities import (
+    TextScorer,
+)
 from debiasrec.random import derive_seed, np_rng
 
 _DEFAULT_INSTRUCTION = (
@@ -190,7 +193,8 @@ def _zscore(x: np.ndarray) -> np.ndarray:
         return np.where(sd > 0, (x - mu) / np.where(sd > 0, sd, 1.0), 0.0)
 
 
-class LLMRanker(Recommender):
+@MODELS.register
+class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
     """Retriever candidates re-ranked by a causal LM's likelihood of each title (see module doc).
 
     Example:
@@ -205,7 +209,7 @@ class LLMRanker(Recommender):
     def _make_lm(self) -> Any:
         from debiasrec.lm.llm import CausalLM
 
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return CausalLM(
             cfg.llm,
             cache_dir=cfg.llm_cache_dir,
@@ -219,7 +223,7 @@ class LLMRanker(Recommender):
     def _lora_settings(self) -> Any:
         from debiasrec.lm.llm import LoraSettings
 
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         return LoraSettings(
             rank=cfg.lora_rank,
             alpha=cfg.lora_alpha,
@@ -230,7 +234,7 @@ class LLMRanker(Recommender):
     def _retriever_class(self) -> type[Recommender]:
         from debiasrec.models import model_class
 
-        return model_class(self.config.retriever)  # type: ignore[attr-defined]
+        return model_class(self.config.retriever)
 
     @property
     def lm(self) -> Any:
@@ -262,7 +266,7 @@ class LLMRanker(Recommender):
             if retriever.name != self._retriever_class().name:
                 raise ConfigError(
                     f"the given retriever is a {retriever.name!r} model but config.retriever is "
-                    f"{self.config.retriever!r}"  # type: ignore[attr-defined]
+                    f"{self.config.retriever!r}"
                 )
             if (
                 not hasattr(retriever, "n_users_")
@@ -283,7 +287,7 @@ class LLMRanker(Recommender):
     def _fit(
         self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
     ) -> None:
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         gen = np_rng(rng)
         renderer = TextRenderer(
             train, item_template=cfg.item_template, user_template=cfg.user_template
@@ -325,7 +329,7 @@ class LLMRanker(Recommender):
         positions ``t >= 1`` of the time-ordered history are drawn; the prompt is the user text
         with the ``user_template.history`` items before ``t``, the target the title of item ``t``.
         """
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         gen = np_rng(rng)
         renderer = renderer or TextRenderer(
             train, item_template=cfg.item_template, user_template=cfg.user_template
@@ -350,7 +354,7 @@ class LLMRanker(Recommender):
 
     def compose_user_text(self, profile: str, history_titles: Sequence[str]) -> str:
         """A user text from a profile phrase and history titles, as ``TextRenderer`` writes it."""
-        t: UserTemplate = self.config.user_template  # type: ignore[attr-defined]
+        t: UserTemplate = self.config.user_template
         text = t.prefix + profile
         if len(history_titles) and t.history > 0:
             text += t.history_intro + t.history_sep.join(history_titles[-t.history :])
@@ -359,7 +363,7 @@ class LLMRanker(Recommender):
     def _finetune(self, prompts: list[str], targets: list[str], *, seed: int) -> None:
         from debiasrec.lm.llm import add_lora, finetune
 
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         start = time.perf_counter()
         add_lora(self.lm_, self._lora_settings(), seed=seed)
         self.finetune_losses_ = finetune(
@@ -378,16 +382,16 @@ class LLMRanker(Recommender):
         """Retriever top-``n_candidates`` ``(items, scores)`` per user, training items masked."""
         self._check_fitted()
         users = self._check_users(user_codes)
-        recs = self.retriever_.recommend(users, k=self.config.n_candidates)  # type: ignore[attr-defined]
+        recs = self.retriever_.recommend(users, k=self.config.n_candidates)
         return recs.items, recs.scores
 
     def _prompts(self, texts: Sequence[str]) -> list[str]:
-        instr = self.config.instruction  # type: ignore[attr-defined]
+        instr = self.config.instruction
         return [instr.format(user=t) for t in texts]
 
     def _prior_sums(self, items: np.ndarray) -> np.ndarray:
         """log p(title | content-free prompt) for ``items`` (``-1`` -> NaN), cached per item."""
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         need = sorted({int(i) for i in np.unique(items) if i >= 0} - set(self._prior))
         if need:
             prompt = self._prompts([self.compose_user_text(cfg.content_free_user, [])])
@@ -406,7 +410,7 @@ class LLMRanker(Recommender):
             texts: one user text per user (e.g. a counterfactual variant); ``None`` = the texts
                 rendered from the training data at fit time.
         """
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self._check_fitted()
         users = self._check_users(user_codes)
         if texts is None:
@@ -438,7 +442,7 @@ class LLMRanker(Recommender):
 
     def _to_full(self, cs: CandidateScores) -> np.ndarray:
         """Full ``[n, n_items]`` float32 score rows with the candidates' scores on top."""
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         n = len(cs.users)
         valid = cs.items >= 0
         if cfg.outside_candidates == "-inf":
@@ -491,7 +495,7 @@ class LLMRanker(Recommender):
         """
         from debiasrec.lm.matching import TitleMatcher, parse_list
 
-        cfg: LLMRankerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         self._check_fitted()
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
@@ -562,7 +566,7 @@ class LLMRanker(Recommender):
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         from debiasrec.lm.llm import load_lora
 
-        retr = self._retriever_class()(dict(self.config.retriever_params))  # type: ignore[attr-defined]
+        retr = self._retriever_class()(dict(self.config.retriever_params))
         retr.n_users_, retr.n_items_, retr.train_csr_ = (
             self.n_users_,
             self.n_items_,

@@ -26,6 +26,14 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.models.base import MODELS
+from debiasrec.models.capabilities import (
+    PairScorer,
+    UserEmbeddings,
+    UserFilterHost,
+    UserRepresentation,
+    WeightedTraining,
+)
 from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender
 from debiasrec.training.trainer import TrainerConfig
 
@@ -76,18 +84,20 @@ class _VAE(torch.nn.Module):
         return self.dec_out(torch.tanh(self.dec(z)))
 
 
-class MultVAE(TorchRecommender):
+@MODELS.register
+class MultVAE(
+    TorchRecommender[MultVAEConfig], UserRepresentation, PairScorer, WeightedTraining, UserEmbeddings, UserFilterHost
+):
     """Variational autoencoder over user interaction rows."""
 
     name = "multvae"
     Config = MultVAEConfig
-    has_embeddings = True
     _noise_gen: torch.Generator | None = None  # drives dropout and the reparameterisation noise
     _wrows: sp.csr_matrix | None = None  # pair weights by row (weighted training data only)
     _user_w: np.ndarray | None = None  # mean pair weight of each user (weighted data only)
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
-        cfg: MultVAEConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.module = _VAE(train.n_items, cfg.hidden, cfg.latent, cfg.dropout)
@@ -107,7 +117,7 @@ class MultVAE(TorchRecommender):
         self._step = 0
 
     def _build_empty(self) -> None:
-        cfg: MultVAEConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         with torch.random.fork_rng(devices=[]):  # the init is overwritten by load: leave no trace
             self.module = _VAE(self.n_items_, cfg.hidden, cfg.latent, cfg.dropout)
         self._noise_gen = None
@@ -145,7 +155,7 @@ class MultVAE(TorchRecommender):
         return self.filter_user(self.module.encode(x, self._noise_gen)[0])
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg: MultVAEConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         x = self._dense_rows(batch["users"].numpy())
         mu, logvar = self.module.encode(x, self._noise_gen)
         std = torch.exp(0.5 * logvar)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.models.base import ModelConfig, Recommender
+from debiasrec.models.base import MODELS, ModelConfig, Recommender
+from debiasrec.models.capabilities import (
+    WeightedTraining,
+)
 
 
 class PopConfig(ModelConfig):
     """Pop has no hyper-parameters."""
 
 
-class Pop(Recommender):
+@MODELS.register
+class Pop(Recommender[PopConfig], WeightedTraining):
     """Scores every item by its number of training interactions (same list for every user).
 
     Weighted training data: the sum of the item's interaction weights.

@@ -42,6 +42,17 @@ from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
+from debiasrec.models.base import MODELS, ModelConfig
+from debiasrec.models.capabilities import (
+    ItemEmbeddings,
+    ItemRepresentation,
+    PairScorer,
+    PairwiseTraining,
+    TextScorer,
+    UserEmbeddings,
+    UserFilterHost,
+    UserRepresentation,
+)
 from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
 from debiasrec.training.trainer import TrainerConfig
 
@@ -110,12 +121,14 @@ class _Towers(torch.nn.Module):
         self.last_layer: torch.nn.Module | None = None
 
 
-class TextTwoTower(TorchRecommender):
+@MODELS.register
+class TextTwoTower(
+    TorchRecommender[TextTwoTowerConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, UserEmbeddings, ItemEmbeddings, UserFilterHost, TextScorer
+):
     """Two towers over frozen (or last-layer-tuned) sentence-encoder embeddings."""
 
     name = "text2tower"
     Config = TextTwoTowerConfig
-    has_embeddings = True
     _gen: torch.Generator | None = None  # drives history dropout during training
     _cf_text: torch.Tensor | None = None  # counterfactual user-text embeddings (training only)
     _enc: Any = None
@@ -124,7 +137,7 @@ class TextTwoTower(TorchRecommender):
     def _encoder(self) -> Any:
         from debiasrec.lm.encoder import SentenceEncoder
 
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if self._enc is None:
             self._enc = SentenceEncoder(cfg.encoder, cache_dir=cfg.cache_dir)
         return self._enc
@@ -133,7 +146,7 @@ class TextTwoTower(TorchRecommender):
         """The :class:`~debiasrec.lm.templates.TextRenderer` this model writes texts with."""
         from debiasrec.lm.templates import ItemTemplate, TextRenderer, UserTemplate
 
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         ut = UserTemplate.model_validate(cfg.user_template)
         if not cfg.profile:
             ut = ut.model_copy(update={"profile": []})
@@ -142,7 +155,7 @@ class TextTwoTower(TorchRecommender):
         )
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if not (cfg.user_text or cfg.history):
             raise ConfigError("text2tower: user_text and history are both off; enable one")
         enc = self._encoder()
@@ -175,7 +188,7 @@ class TextTwoTower(TorchRecommender):
         """Encoded counterfactual user texts ``[n_versions, n_users, d]`` (training only)."""
         from debiasrec.lm.templates import Variant
 
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if not cfg.counterfactual_text:
             return None
         fields = self._renderer.sensitive_fields
@@ -246,7 +259,7 @@ class TextTwoTower(TorchRecommender):
             self.module.last_layer = None
 
     def _build_empty(self) -> None:
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         with torch.random.fork_rng(devices=[]):
             self.module = _Towers(self.n_users_, self.n_items_, self._d_enc_saved, cfg)
 
@@ -263,7 +276,19 @@ class TextTwoTower(TorchRecommender):
         self._active = np.flatnonzero(counts > 0)
 
     # ------------------------------------------------------------------ towers
-    def item_repr(self) -> torch.Tensor:
+    @classmethod
+    def capabilities(cls, config: ModelConfig | None = None) -> set[type]:
+        """Pairwise batches (``users``/``pos``/``neg``) only with ``loss = "bpr"``."""
+        caps = super().capabilities(config)
+        if not isinstance(config, TextTwoTowerConfig) or config.loss != "bpr":
+            caps.discard(PairwiseTraining)
+        return caps
+
+    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+        """Item-tower output of item codes ``items`` ``[len(items), dim]``."""
+        return self.all_item_repr()[items]
+
+    def all_item_repr(self) -> torch.Tensor:
         """Item-tower output for every item ``[n_items, dim]``."""
         q = self.module.item_adapter(self._item_text())
         if self.module.item_id is not None:
@@ -272,8 +297,8 @@ class TextTwoTower(TorchRecommender):
 
     def _pooled_history(self, users: np.ndarray, drop: bool) -> torch.Tensor:
         rows = self._rows[users]
-        if drop and self.config.history_dropout > 0:  # type: ignore[attr-defined]
-            keep = torch.rand(rows.nnz, generator=self._gen) >= self.config.history_dropout  # type: ignore[attr-defined]
+        if drop and self.config.history_dropout > 0:
+            keep = torch.rand(rows.nnz, generator=self._gen) >= self.config.history_dropout
             data = keep.numpy().astype(np.float32)
             rows = sp.csr_matrix((data, rows.indices, rows.indptr), shape=rows.shape)
         n = np.asarray(rows.sum(1)).ravel()
@@ -291,7 +316,7 @@ class TextTwoTower(TorchRecommender):
     def _user_from(
         self, users: np.ndarray, text_emb: torch.Tensor | None, hist_users: np.ndarray | None = None
     ) -> torch.Tensor:
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         parts = []
         if cfg.user_text:
             idx = torch.from_numpy(users)
@@ -316,7 +341,7 @@ class TextTwoTower(TorchRecommender):
     def batches(
         self, train: Dataset, batch_size: int, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.loss == "bpr":
             # pairs per step x16: keep the steps per epoch near the softmax loss's
             yield from self._pairs.batches(batch_size * 16, rng)
@@ -329,17 +354,17 @@ class TextTwoTower(TorchRecommender):
             yield batch
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg: TextTwoTowerConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         if cfg.loss == "bpr":
             uniq, inv = torch.unique(batch["users"], return_inverse=True)
             p = self.user_repr(uniq)[inv]
-            q, b = self.item_repr(), self.item_bias()
+            q, b = self.all_item_repr(), self.item_bias()
             pi, ni = batch["pos"], batch["neg"]
             x = (p * (q[pi] - q[ni])).sum(1) + b[pi] - b[ni]
             return {"bpr": F.softplus(-x).mean()}
         users = batch["users"]
         p = self.user_repr(users)
-        q, b = self.item_repr(), self.item_bias()
+        q, b = self.all_item_repr(), self.item_bias()
         x = torch.from_numpy(self._rows[users.numpy()].toarray())
         if "neg" in batch:  # sampled softmax over the positives and shared uniform negatives
             rows = self._rows[users.numpy()].tocoo()
@@ -359,7 +384,7 @@ class TextTwoTower(TorchRecommender):
         """Differentiable scores of ``(users[r], items[r])`` pairs."""
         uniq, inv = torch.unique(users, return_inverse=True)
         p = self.user_repr(uniq)[inv]
-        return (p * self.item_repr()[items]).sum(1) + self.item_bias()[items]
+        return (p * self.all_item_repr()[items]).sum(1) + self.item_bias()[items]
 
     # ------------------------------------------------------------------ inference
     def item_bias(self) -> torch.Tensor:
@@ -370,7 +395,7 @@ class TextTwoTower(TorchRecommender):
         return b
 
     def _logits(self, p: torch.Tensor) -> torch.Tensor:
-        return p @ self.item_repr().T + self.item_bias()
+        return p @ self.all_item_repr().T + self.item_bias()
 
     def score_block(self, users: np.ndarray) -> torch.Tensor:
         return self._logits(self.user_repr(torch.as_tensor(users, dtype=torch.long)))
@@ -391,7 +416,7 @@ class TextTwoTower(TorchRecommender):
         users = self._check_users(np.asarray(user_codes))
         if len(texts) != len(users):
             raise DataError(f"score_with_texts: {len(users)} users but {len(texts)} texts")
-        if not self.config.user_text:  # type: ignore[attr-defined]
+        if not self.config.user_text:
             emb = None
         else:
             emb = torch.from_numpy(self._encoder().encode(list(texts)))
@@ -411,7 +436,7 @@ class TextTwoTower(TorchRecommender):
     def item_embeddings(self) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self.item_repr().numpy().copy()
+            return self.all_item_repr().numpy().copy()
 
     def item_text_embeddings(self) -> np.ndarray:
         """The (frozen or tuned) encoder embeddings of the item texts ``[n_items, d_enc]``."""

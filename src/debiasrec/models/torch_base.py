@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import DataError
 from debiasrec.models.base import ModelConfig, Recommender
+from debiasrec.models.capabilities import TrainedByTrainer
 from debiasrec.random import np_rng, torch_generator
 from debiasrec.training.trainer import Strategy, Trainer, TrainerConfig, TrainHistory
 
@@ -27,12 +28,15 @@ class TorchModelConfig(ModelConfig):
         """A partial ``train`` table overrides the model's defaults instead of replacing them."""
         if isinstance(value, dict):
             factory = cls.model_fields["train"].default_factory
-            base = factory().model_dump() if factory is not None else {}  # type: ignore[call-arg]
+            base = factory().model_dump() if factory is not None else {}  # type: ignore[call-arg]  # pydantic types default_factory as taking validated data
             return {**base, **value}
         return value
 
 
-class TorchRecommender(Recommender):
+TC = TypeVar("TC", bound=TorchModelConfig)
+
+
+class TorchRecommender(Recommender[TC], TrainedByTrainer, Generic[TC]):
     """A recommender whose parameters live in ``self.module`` (an ``nn.Module``).
 
     Subclasses implement ``_build(train, gen)`` (create ``self.module``), ``batches``,
@@ -54,7 +58,7 @@ class TorchRecommender(Recommender):
     ) -> None:
         gen = np_rng(rng)
         self._build(train, torch_generator(gen))
-        trainer = Trainer(self.config.train, self.strategies)  # type: ignore[attr-defined]
+        trainer = Trainer(self.config.train, self.strategies)
         self.history_: TrainHistory = trainer.fit(self, train, valid, rng=gen)
         self._after_fit(train)
 
@@ -89,7 +93,7 @@ class TorchRecommender(Recommender):
         with torch.no_grad():
             return self.score_block(users).numpy()
 
-    def _score_block(self, users: np.ndarray) -> torch.Tensor:
+    def _score_tensor(self, users: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
             return self.score_block(users)
 

@@ -88,11 +88,16 @@ class ServingPipeline:
         mdir = self.folder / "models" / self.label
         meta = json.loads((mdir / "config.json").read_text())
         self.model: Recommender = model_class(meta["model"]).load(mdir)
-        if prepared is None:
-            ds, _, split = prepare_data(exp)
-        else:
+        if prepared is not None:
             ds, split = prepared
-        self._check_data(ds)
+            self._check_data(ds)
+        elif (self.folder / "split" / "dataset.json").is_file():
+            # The run's own split (Dataset.save format): no raw data is read or re-split.
+            split = Split.load(self.folder / "split")
+            ds = split.train
+        else:  # a result folder written before splits were saved with their tables
+            ds, _, split = prepare_data(exp)
+            self._check_data(ds)
         self.dataset, self.split = ds, split
         train, valid = split.train, split.valid
         if (self.model.n_users_, self.model.n_items_) != (ds.n_users, ds.n_items):
@@ -214,7 +219,7 @@ class ServingPipeline:
             if len(users) == 0:
                 raise DataError("no validation interactions to fit on")
             valid_cand = candidates(
-                self.model._score_block,
+                self.model.score_tensor,
                 users,
                 n=cfg.n_candidates,
                 exclude=[self.context.history],

@@ -1,4 +1,6 @@
-"""Test helpers shipped with debiasrec: contract tests any recommender can reuse.
+"""Test helpers shipped with debiasrec: contract tests any recommender, re-ranker or transform
+can reuse (:class:`RecommenderContract`, with a check per declared capability;
+:class:`RerankerContract`; :class:`TransformContract`).
 
 A new model is checked against the :class:`~debiasrec.models.base.Recommender` contract with::
 
@@ -13,6 +15,6 @@ Needs ``pytest`` (``pip install 'debiasrec[dev]'``).
 
 from __future__ import annotations
 
-from debiasrec.testing.contracts import RecommenderContract
+from debiasrec.testing.contracts import RecommenderContract, RerankerContract, TransformContract
 
-__all__ = ["RecommenderContract"]
+__all__ = ["RecommenderContract", "RerankerContract", "TransformContract"]

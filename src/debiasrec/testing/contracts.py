@@ -1,4 +1,4 @@
-"""Contract tests for :class:`~debiasrec.models.base.Recommender` implementations.
+"""Contract tests for recommenders, their declared capabilities, re-rankers and transforms.
 
 Subclass :class:`RecommenderContract` in a test module, set ``component`` (the model class) and
 ``params`` (small, fast hyper-parameters), and pytest runs every check below against the model
@@ -14,7 +14,11 @@ scores are finite float32 blocks; recommendations never contain training (or exp
 excluded) items and are padded with ``-1`` only when too few items remain; the same seed gives
 the same scores; ``save``/``load`` round-trips exactly through ``config.json`` and
 ``state.safetensors`` (no pickle); empty training data and out-of-range user codes raise
-``DataError``.
+``DataError``. Every capability a model declares (:mod:`debiasrec.models.capabilities`) is
+exercised by its own check (``test_capability_*``), so a declaration that does not hold fails.
+
+:class:`RerankerContract` and :class:`TransformContract` do the same for re-rankers and
+pre-processing transforms.
 """
 
 from __future__ import annotations
@@ -29,7 +33,21 @@ import scipy.sparse as sp
 from debiasrec.data.split import Split, random_split
 from debiasrec.data.synthetic import SyntheticConfig, generate
 from debiasrec.errors import ConfigError, DataError, NotFittedError, require
-from debiasrec.models.base import Recommender
+from debiasrec.models.base import MODELS, Recommender
+from debiasrec.models.capabilities import (
+    ItemEmbeddings,
+    ItemRepresentation,
+    ItemSimilarity,
+    PairScorer,
+    PairwiseTraining,
+    SparseTables,
+    TextScorer,
+    TrainedByTrainer,
+    UserEmbeddings,
+    UserFilterHost,
+    UserRepresentation,
+    WeightedTraining,
+)
 
 pytest = require("pytest", "dev")
 
@@ -47,7 +65,7 @@ class RecommenderContract:
     """Checks every recommender must pass; subclasses set ``component`` and ``params``."""
 
     #: The :class:`Recommender` subclass under test.
-    component: ClassVar[type[Recommender]]
+    component: ClassVar[type[Recommender[Any]]]
     #: Hyper-parameters for a fast fit on the contract data (a few epochs, small dimensions).
     params: ClassVar[dict[str, Any]] = {}
     #: The synthetic data every check uses; override for models that need something else.
@@ -67,12 +85,12 @@ class RecommenderContract:
 
     @pytest.fixture(scope="class")
     @classmethod
-    def fitted(cls, contract_split: Split) -> Recommender:
+    def fitted(cls, contract_split: Split) -> Recommender[Any]:
         """A model fitted once per test class (tests must not modify it)."""
         return cls.make().fit(contract_split.train, valid=contract_split.valid, rng=cls.seed)
 
     @classmethod
-    def make(cls, **override: Any) -> Recommender:
+    def make(cls, **override: Any) -> Recommender[Any]:
         """A fresh, unfitted model built from ``params`` (updated with ``override``)."""
         return cls.component({**cls.params, **override})
 
@@ -97,16 +115,18 @@ class RecommenderContract:
             model.recommend(np.arange(3), k=5)
         with pytest.raises(NotFittedError):
             model.save(tmp_path / "model")
-        if self.component.has_embeddings:
+        if UserEmbeddings in self.component.capabilities(model.config):
             with pytest.raises(NotFittedError):
-                model.user_embeddings()
+                model.user_embeddings()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ fit and score
     def test_fit_returns_self(self, contract_split: Split) -> None:
         model = self.make()
         assert model.fit(contract_split.train, rng=self.seed) is model
 
-    def test_score_shape_dtype_finite(self, fitted: Recommender, contract_split: Split) -> None:
+    def test_score_shape_dtype_finite(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
         train = contract_split.train
         users = np.arange(train.n_users)
         scores = fitted.score(users)
@@ -118,7 +138,9 @@ class RecommenderContract:
         np.testing.assert_allclose(fitted.score(some), scores[some], rtol=1e-5, atol=1e-6)
         assert fitted.score(np.array([], dtype=np.int64)).shape == (0, train.n_items)
 
-    def test_out_of_range_users_raise(self, fitted: Recommender, contract_split: Split) -> None:
+    def test_out_of_range_users_raise(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
         n = contract_split.train.n_users
         for bad in ([n], [-1], [0, n + 5]):
             with pytest.raises(DataError):
@@ -149,7 +171,7 @@ class RecommenderContract:
 
     # ------------------------------------------------------------------ recommend
     def test_recommend_never_returns_training_items(
-        self, fitted: Recommender, contract_split: Split
+        self, fitted: Recommender[Any], contract_split: Split
     ) -> None:
         train = contract_split.train.csr()
         n_users, n_items = train.shape
@@ -178,7 +200,7 @@ class RecommenderContract:
             )
 
     def test_recommend_masks_explicit_exclusions(
-        self, fitted: Recommender, contract_split: Split
+        self, fitted: Recommender[Any], contract_split: Split
     ) -> None:
         train = contract_split.train.csr()
         extra = contract_split.valid.csr()
@@ -189,7 +211,7 @@ class RecommenderContract:
         remaining = n_items - np.diff((train + extra).indptr)
         np.testing.assert_array_equal((recs.items >= 0).sum(axis=1), remaining)
 
-    def test_recommend_subset_of_users(self, fitted: Recommender) -> None:
+    def test_recommend_subset_of_users(self, fitted: Recommender[Any]) -> None:
         users = np.array([7, 2, 7])
         part = fitted.recommend(users, k=8)
         whole = fitted.recommend(k=8)
@@ -198,21 +220,132 @@ class RecommenderContract:
         with pytest.raises(ConfigError):
             fitted.recommend(users, k=0)
 
-    # ------------------------------------------------------------------ representations
-    def test_user_embeddings(self, fitted: Recommender, contract_split: Split) -> None:
-        if not self.component.has_embeddings:
-            with pytest.raises(NotImplementedError):
-                fitted.user_embeddings()
-            return
-        emb = fitted.user_embeddings()
-        assert emb.ndim == 2
-        assert emb.shape[0] == contract_split.train.n_users
-        assert emb.shape[1] >= 1
-        assert np.issubdtype(emb.dtype, np.floating)
+    # ------------------------------------------------------------------ registry and capabilities
+    def test_registered_under_its_name(self) -> None:
+        assert MODELS.lookup(self.component.name) is self.component
+
+    def test_score_tensor_is_score(self, fitted: Recommender[Any]) -> None:
+        users = np.arange(min(fitted.n_users_, 9))
+        np.testing.assert_array_equal(fitted.score_tensor(users).numpy(), fitted.score(users))
+
+    def _declares(self, fitted: Recommender[Any], capability: type) -> bool:
+        return capability in self.component.capabilities(fitted.config)
+
+    def test_capability_user_embeddings(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
+        if not self._declares(fitted, UserEmbeddings):
+            pytest.skip("does not declare UserEmbeddings")
+        emb = fitted.user_embeddings()  # type: ignore[attr-defined]
+        assert emb.ndim == 2 and emb.shape[0] == contract_split.train.n_users and emb.shape[1] >= 1
+        assert np.issubdtype(emb.dtype, np.floating) and np.isfinite(emb).all()
+
+    def test_capability_item_embeddings(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
+        if not self._declares(fitted, ItemEmbeddings):
+            pytest.skip("does not declare ItemEmbeddings")
+        emb = fitted.item_embeddings()  # type: ignore[attr-defined]
+        assert emb.ndim == 2 and emb.shape[0] == contract_split.train.n_items
         assert np.isfinite(emb).all()
 
+    def test_capability_item_similarity(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
+        if not self._declares(fitted, ItemSimilarity):
+            pytest.skip("does not declare ItemSimilarity")
+        sim = fitted.item_similarity()  # type: ignore[attr-defined]
+        n = contract_split.train.n_items
+        assert sp.issparse(sim) and sim.shape == (n, n)
+
+    def test_capability_representations(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
+        import torch
+
+        caps = self.component.capabilities(fitted.config)
+        wanted = {UserRepresentation, ItemRepresentation, PairScorer}
+        if not caps & wanted:
+            pytest.skip("declares no differentiable representation")
+        m: Any = fitted
+        n_u, n_i = contract_split.train.n_users, contract_split.train.n_items
+        users = torch.arange(min(n_u, 7))
+        items = torch.arange(len(users)) % n_i
+        if UserRepresentation in caps:
+            z = m.user_repr(users)
+            assert isinstance(z, torch.Tensor) and z.shape[0] == len(users) and z.ndim == 2
+        if ItemRepresentation in caps:
+            q = m.item_repr(items)
+            assert isinstance(q, torch.Tensor) and q.shape[0] == len(items) and q.ndim == 2
+        if PairScorer in caps:
+            s = m.pair_scores(users, items)
+            assert isinstance(s, torch.Tensor) and s.shape == (len(users),)
+            assert torch.isfinite(s).all()
+            if s.requires_grad:
+                s.sum().backward()  # differentiable
+
+    def test_capability_trained_by_trainer(
+        self, fitted: Recommender[Any], contract_split: Split
+    ) -> None:
+        caps = self.component.capabilities(fitted.config)
+        if TrainedByTrainer not in caps:
+            pytest.skip("not trained by the Trainer")
+        m: Any = fitted
+        gen = np.random.default_rng(0)
+        batch = next(iter(m.batches(contract_split.train, 16, gen)))
+        assert isinstance(batch, dict) and batch
+        terms = m.loss_terms(batch)
+        assert terms and all(v.ndim == 0 for v in terms.values())
+        if PairwiseTraining in caps:
+            assert {"users", "pos", "neg"} <= set(batch)
+        if SparseTables in caps:
+            import torch
+
+            tables = m.sparse_tables()
+            assert tables and all(isinstance(t, torch.nn.Embedding) for t in tables)
+
+    def test_capability_user_filter_host(self, contract_split: Split) -> None:
+        import torch
+
+        model = self.make()
+        if UserFilterHost not in self.component.capabilities(model.config):
+            pytest.skip("does not declare UserFilterHost")
+        model.fit(contract_split.train, rng=self.seed)
+        m: Any = model
+        users = np.arange(5)
+        before = model.score(users)
+        dim = int(m.user_repr(torch.arange(1)).shape[1])
+        zero = torch.nn.Linear(dim, dim)
+        torch.nn.init.zeros_(zero.weight)
+        torch.nn.init.zeros_(zero.bias)
+        m.set_user_filter(zero)
+        assert not np.allclose(model.score(users), before)  # the filter is applied
+        m.set_user_filter(None)
+        np.testing.assert_allclose(model.score(users), before, rtol=1e-5, atol=1e-6)
+
+    def test_capability_weighted_training(self, contract_split: Split) -> None:
+        train, valid = contract_split.train, contract_split.valid
+        if WeightedTraining not in self.component.capabilities(self.make().config):
+            pytest.skip("does not declare WeightedTraining")
+        users = np.arange(train.n_users)
+        plain = self.make().fit(train, valid=valid, rng=3).score(users)
+        ones = self.make().fit(
+            train.with_weights(np.ones(len(train), np.float32)), valid=valid, rng=3
+        )
+        np.testing.assert_allclose(ones.score(users), plain, rtol=1e-4, atol=1e-5)
+        w = np.random.default_rng(0).uniform(0.0, 3.0, len(train)).astype(np.float32)
+        weighted = self.make().fit(train.with_weights(w), valid=valid, rng=3).score(users)
+        assert not np.allclose(weighted, plain, rtol=1e-4, atol=1e-5), "weights are ignored"
+
+    def test_capability_text_scorer(self, fitted: Recommender[Any], contract_split: Split) -> None:
+        if not self._declares(fitted, TextScorer):
+            pytest.skip("does not declare TextScorer")
+        users = np.arange(3)
+        out = fitted.score_with_texts(users, ["a user", "another user", ""])  # type: ignore[attr-defined]
+        assert out.shape == (3, contract_split.train.n_items)
+
     # ------------------------------------------------------------------ persistence
-    def test_save_load_round_trip(self, fitted: Recommender, tmp_path: Path) -> None:
+    def test_save_load_round_trip(self, fitted: Recommender[Any], tmp_path: Path) -> None:
         from safetensors import safe_open
 
         folder = tmp_path / "model"
@@ -228,10 +361,15 @@ class RecommenderContract:
         users = np.arange(fitted.n_users_)  # type: ignore[attr-defined]
         np.testing.assert_array_equal(loaded.score(users), fitted.score(users))
         np.testing.assert_array_equal(loaded.recommend(k=10).items, fitted.recommend(k=10).items)
-        if self.component.has_embeddings:
-            np.testing.assert_array_equal(loaded.user_embeddings(), fitted.user_embeddings())
+        if self._declares(fitted, UserEmbeddings):
+            np.testing.assert_array_equal(
+                loaded.user_embeddings(),  # type: ignore[attr-defined]
+                fitted.user_embeddings(),  # type: ignore[attr-defined]
+            )
 
-    def test_load_refuses_another_models_folder(self, fitted: Recommender, tmp_path: Path) -> None:
+    def test_load_refuses_another_models_folder(
+        self, fitted: Recommender[Any], tmp_path: Path
+    ) -> None:
         folder = tmp_path / "model"
         fitted.save(folder)
         meta = json.loads((folder / "config.json").read_text())
@@ -239,3 +377,159 @@ class RecommenderContract:
         (folder / "config.json").write_text(json.dumps(meta))
         with pytest.raises(DataError):
             self.component.load(folder)
+
+
+# ================================================================================ re-rankers
+class RerankerContract:
+    """Checks every re-ranker must pass; subclasses set ``component`` and ``params``.
+
+    Example::
+
+        class TestCalibrated(RerankerContract):
+            component = CalibratedReranker
+            params = {"strength": 0.5}
+    """
+
+    #: The :class:`~debiasrec.debias.post.Reranker` subclass under test.
+    component: ClassVar[type[Any]]
+    #: Options (a non-zero ``strength`` so that the re-ranker acts).
+    params: ClassVar[dict[str, Any]] = {"strength": 0.5}
+    data_config: ClassVar[SyntheticConfig] = SyntheticConfig(
+        n_users=80, n_items=60, mean_interactions=12
+    )
+    seed: ClassVar[int] = 0
+    k: ClassVar[int] = 5
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def setting(cls) -> tuple[Any, Any, Any]:
+        """``(context, candidates, valid candidates)`` from a synthetic split and random scores."""
+        from debiasrec.debias.post.base import RerankContext, candidates
+
+        ds, _ = generate(cls.data_config, rng=cls.seed)
+        split = random_split(ds, rng=cls.seed)
+        context = RerankContext.from_datasets(split.train, split.valid)
+        scores = np.random.default_rng(cls.seed).random((ds.n_users, ds.n_items), dtype=np.float32)
+        cand = candidates(scores, n=20, exclude=[split.train.csr(), split.valid.csr()])
+        vcand = candidates(scores, n=20, exclude=[split.train.csr()])
+        return context, cand, vcand
+
+    @classmethod
+    def make(cls, **override: Any) -> Any:
+        return cls.component({"k": cls.k, "n_candidates": 20, **cls.params, **override})
+
+    def _fitted(self, setting: tuple[Any, Any, Any], **override: Any) -> Any:
+        context, _, vcand = setting
+        return self.make(**override).fit(context, vcand)
+
+    def test_registered_under_its_name(self) -> None:
+        from debiasrec.debias.post.base import RERANKERS
+
+        assert RERANKERS.lookup(self.component.name) is self.component
+
+    def test_unknown_config_key_fails(self) -> None:
+        with pytest.raises(ConfigError, match="no_such_option"):
+            self.make(no_such_option=1)
+
+    def test_lists_come_from_the_candidates(self, setting: tuple[Any, Any, Any]) -> None:
+        context, cand, _ = setting
+        recs = self._fitted(setting).rerank(cand, context)
+        np.testing.assert_array_equal(recs.users, cand.users)
+        assert recs.items.shape == (len(cand.users), self.k)
+        for row, pool in zip(recs.items, cand.items, strict=True):
+            got = row[row >= 0]
+            assert len(np.unique(got)) == len(got), "an item is listed twice"
+            assert set(got) <= set(pool[pool >= 0]), "an item outside the candidates"
+            assert (row[: len(got)] >= 0).all(), "-1 padding only at the end"
+
+    def test_strength_zero_is_the_base_ranking(self, setting: tuple[Any, Any, Any]) -> None:
+        context, cand, _ = setting
+        recs = self._fitted(setting, strength=0.0).rerank(cand, context)
+        np.testing.assert_array_equal(recs.items, cand.items[:, : self.k])
+
+    def test_deterministic(self, setting: tuple[Any, Any, Any]) -> None:
+        context, cand, _ = setting
+        a = self._fitted(setting).rerank(cand, context)
+        b = self._fitted(setting).rerank(cand, context)
+        np.testing.assert_array_equal(a.items, b.items)
+
+    def test_with_strength_copies(self, setting: tuple[Any, Any, Any]) -> None:
+        fitted = self._fitted(setting)
+        other = fitted.with_strength(0.0)
+        assert other.strength == 0.0 and fitted.strength == self.params.get("strength", 0.5)
+        with pytest.raises(ConfigError):
+            fitted.with_strength(1.5)
+
+    def test_out_of_range_users_raise(self, setting: tuple[Any, Any, Any]) -> None:
+        from debiasrec.models.base import Recs
+
+        context, cand, _ = setting
+        bad = Recs(users=cand.users + context.n_users, items=cand.items, scores=cand.scores)
+        with pytest.raises(DataError):
+            self._fitted(setting).rerank(bad, context)
+
+
+# ================================================================================ transforms
+class TransformContract:
+    """Checks every pre-processing transform must pass; subclasses set ``component``/``params``.
+
+    Example::
+
+        class TestOversample(TransformContract):
+            component = Oversample
+            params = {"attr": "gender"}
+    """
+
+    #: The :class:`~debiasrec.debias.pre.PreTransform` subclass under test.
+    component: ClassVar[type[Any]]
+    params: ClassVar[dict[str, Any]] = {}
+    data_config: ClassVar[SyntheticConfig] = SyntheticConfig(
+        n_users=80, n_items=60, mean_interactions=12
+    )
+    seed: ClassVar[int] = 0
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def train(cls) -> Any:
+        ds, _ = generate(cls.data_config, rng=cls.seed)
+        return random_split(ds, rng=cls.seed).train
+
+    @classmethod
+    def make(cls, **override: Any) -> Any:
+        return cls.component({**cls.params, **override})
+
+    def test_registered_under_its_name(self) -> None:
+        from debiasrec.debias.pre.base import TRANSFORMS
+
+        assert TRANSFORMS.lookup(self.component.name) is self.component
+
+    def test_unknown_config_key_fails(self) -> None:
+        with pytest.raises(ConfigError, match="no_such_option"):
+            self.make(no_such_option=1)
+
+    def test_keeps_every_item_and_user_code(self, train: Any) -> None:
+        out = self.make().apply(train, rng=self.seed)
+        assert out.item_vocab.equals(train.item_vocab)
+        assert out.n_users >= train.n_users
+        assert out.user_vocab[: train.n_users].equals(train.user_vocab)
+        if self.component.sets_weights:
+            assert out.weights is not None and np.isfinite(out.weights).all()
+
+    def test_input_untouched_and_deterministic(self, train: Any) -> None:
+        before = train.fingerprint()
+        a = self.make().apply(train, rng=self.seed)
+        b = self.make().apply(train, rng=self.seed)
+        assert train.fingerprint() == before
+        assert a.fingerprint() == b.fingerprint()
+
+    def test_report_is_json(self, train: Any) -> None:
+        t = self.make()
+        t.apply(train, rng=self.seed)
+        json.dumps(t.report_, default=float)
+
+    def test_sweep_key_is_a_number_field(self) -> None:
+        key = self.component.sweep_key
+        if key is None:
+            pytest.skip("no sweep key")
+        assert key in self.component.Config.model_fields
+        self.make(**{key: self.component.Config.model_fields[key].default})

@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
@@ -155,7 +155,7 @@ class Trainable(Protocol):
 class Strategy:
     """In-processing plug-in. Override what you need; the defaults do nothing."""
 
-    name: str = "strategy"
+    name: ClassVar[str] = "strategy"
 
     def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
         """Called once before training (build discriminators, read group labels, ...)."""

@@ -1,6 +1,10 @@
-"""debiasrec.debias.inproc: in-processing debiasing as Strategies for the one Trainer."""
+"""debiasrec.debias.inproc: in-processing debiasing as strategies for the one Trainer.
+
+Every strategy registers itself in :data:`STRATEGIES` (see :mod:`debiasrec.debias.inproc.base`).
+"""
 
 from debiasrec.debias.inproc.adversarial import Adversarial, AdversarialConfig, grad_reverse
+from debiasrec.debias.inproc.base import STRATEGIES, InprocStrategy, StrategyConfig
 from debiasrec.debias.inproc.multitask import (
     MultiTask,
     MultiTaskConfig,
@@ -10,16 +14,23 @@ from debiasrec.debias.inproc.multitask import (
 )
 from debiasrec.debias.inproc.regularizers import (
     FOCF_KINDS,
+    FOCFConfig,
     FOCFRegularizer,
+    UtilityGapConfig,
     UtilityGapPenalty,
     focf_unfairness,
 )
 
 __all__ = [
     "FOCF_KINDS",
+    "STRATEGIES",
     "Adversarial",
     "AdversarialConfig",
+    "FOCFConfig",
     "FOCFRegularizer",
+    "InprocStrategy",
+    "StrategyConfig",
+    "UtilityGapConfig",
     "MultiTask",
     "MultiTaskConfig",
     "TaskSpec",

@@ -48,20 +48,30 @@ a probe with a different seed (as ``benchmarks/adversarial_ml100k.py`` does).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.debias.inproc.base import STRATEGIES, InprocStrategy, StrategyConfig
 from debiasrec.errors import ConfigError
 from debiasrec.metrics.leakage import leakage
+from debiasrec.models.capabilities import UserFilterHost, UserRepresentation
 from debiasrec.random import derive_seed, np_rng
 from debiasrec.training.distributed import current as current_dist
 from debiasrec.training.distributed import sync_grads
-from debiasrec.training.trainer import Strategy, Trainable
+from debiasrec.training.trainer import Trainable
+
+
+class _Host(Trainable, UserRepresentation, Protocol):
+    """What the adversary uses of a model (checked by ``InprocStrategy.check_model``)."""
+
+
+class _FilterHost(_Host, UserFilterHost, Protocol):
+    pass
 
 
 class _GradReverse(torch.autograd.Function):
@@ -90,10 +100,8 @@ def _mlp(dim: int, hidden: int, layers: int, n_out: int) -> torch.nn.Module:
     return torch.nn.Sequential(*mods)
 
 
-class AdversarialConfig(BaseModel):
+class AdversarialConfig(StrategyConfig):
     """Settings of :class:`Adversarial` (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     attrs: list[str] = Field(min_length=1, description="sensitive attributes to remove")
     strength: float = Field(0.1, ge=0.0, description="lambda: weight of the adversarial term")
@@ -124,7 +132,8 @@ class AdversarialConfig(BaseModel):
         return v
 
 
-class Adversarial(Strategy):
+@STRATEGIES.register
+class Adversarial(InprocStrategy[AdversarialConfig]):
     """Adversarial removal of sensitive attributes from user representations.
 
     Example::
@@ -137,26 +146,26 @@ class Adversarial(Strategy):
     """
 
     name = "adversarial"
+    Config = AdversarialConfig
+    sweep_key = "strength"
 
-    def __init__(self, config: AdversarialConfig | None = None, **kwargs: Any) -> None:
-        if config is None:
-            try:
-                config = AdversarialConfig(**kwargs)
-            except Exception as exc:  # pydantic ValidationError -> ConfigError
-                raise ConfigError(f"invalid Adversarial config: {exc}") from exc
-        elif kwargs:
-            raise ConfigError("pass either an AdversarialConfig or keyword arguments, not both")
-        self.config = config
+    def __init__(self, config: AdversarialConfig | dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
         self.discriminators = torch.nn.ModuleDict()
+
+    @classmethod
+    def requires(cls, config: StrategyConfig) -> tuple[type, ...]:
+        """User representations; a user-filter host too with ``filters = true``."""
+        need = (*super().requires(config), UserRepresentation)
+        if isinstance(config, AdversarialConfig) and config.filters:
+            need += (UserFilterHost,)
+        return need
 
     # ------------------------------------------------------------------ setup
     def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
         cfg = self.config
-        if not hasattr(model, "user_repr"):
-            raise ConfigError(
-                f"{type(model).__name__} has no user_repr(users); adversarial training needs a "
-                "model with user representations (BPR, LightGCN, MultVAE)"
-            )
+        self.check_model(model)
+        host = cast(_FilterHost, model)
         self._rng = np.random.default_rng(derive_seed(rng))
         self._labels: dict[str, torch.Tensor] = {}
         self._cats: dict[str, Any] = {}
@@ -190,21 +199,17 @@ class Adversarial(Strategy):
             was = model.module.training
             model.module.eval()
             if getattr(model, "user_filter", None) is not None:
-                model.set_user_filter(None)  # type: ignore[attr-defined]
-            dim = int(model.user_repr(torch.arange(1)).shape[1])  # type: ignore[attr-defined]
+                host.set_user_filter(None)
+            dim = int(host.user_repr(torch.arange(1)).shape[1])
             model.module.train(was)
         self._filter = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(rng))
             if cfg.filters:
-                if not hasattr(model, "set_user_filter"):
-                    raise ConfigError(
-                        f"{type(model).__name__} cannot host user filters (needs set_user_filter)"
-                    )
                 from debiasrec.models.filters import CompositionalFilter
 
                 self._filter = CompositionalFilter(cfg.attrs, dim, cfg.filter_hidden)
-                model.set_user_filter(self._filter)  # type: ignore[attr-defined]
+                host.set_user_filter(self._filter)
             self.discriminators = torch.nn.ModuleDict(
                 {
                     attr: torch.nn.ModuleList(
@@ -287,7 +292,7 @@ class Adversarial(Strategy):
         if len(users) < 2:
             self._cache = None
             return {}
-        z = model.user_repr(users)  # type: ignore[attr-defined]
+        z = cast(_Host, model).user_repr(users)
         self._cache = (users, self._active)
         lam = self.strength_at(epoch)
         terms: dict[str, torch.Tensor] = {}
@@ -322,7 +327,7 @@ class Adversarial(Strategy):
             if self._cache is not None:
                 users, active = self._cache
                 with torch.no_grad():
-                    z = model.user_repr(users)  # type: ignore[attr-defined]
+                    z = cast(_Host, model).user_repr(users)
             for _ in range(steps):
                 self._opt.zero_grad(set_to_none=True)
                 if z is not None:
@@ -355,7 +360,7 @@ class Adversarial(Strategy):
         if not cfg.validate_leakage:
             return {}
         with torch.no_grad():
-            z = model.user_repr(torch.arange(self._n_users)).numpy()  # type: ignore[attr-defined]
+            z = cast(_Host, model).user_repr(torch.arange(self._n_users)).numpy()
         out: dict[str, float] = {}
         for i, attr in enumerate(cfg.attrs):
             res = leakage(

@@ -73,19 +73,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
+from debiasrec.debias.inproc.base import STRATEGIES, InprocStrategy, StrategyConfig
 from debiasrec.errors import ConfigError, DataError
+from debiasrec.models.capabilities import ItemRepresentation, UserRepresentation
 from debiasrec.models.heads import MLP, MMoE, SharedBottom, TextAdapter, init_parameters
 from debiasrec.random import derive_seed, torch_generator
-from debiasrec.training.trainer import Strategy, Trainable
+from debiasrec.training.trainer import Trainable
+
+
+class _Host(Trainable, UserRepresentation, ItemRepresentation, Protocol):
+    """What the task heads use of a model (checked by ``InprocStrategy.check_model``)."""
 
 TASK_KINDS: tuple[str, ...] = ("genre", "like", "rating", "text")
 #: Prefix of every loss term a MultiTask strategy returns.
@@ -111,7 +116,7 @@ class TaskSpec(BaseModel):
         return self.name or self.kind
 
 
-class MultiTaskConfig(BaseModel):
+class MultiTaskConfig(StrategyConfig):
     """Settings of :class:`MultiTask` (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -270,7 +275,8 @@ class _Net(torch.nn.Module):
         return self.towers[task](self.represent(task, x))
 
 
-class MultiTask(Strategy):
+@STRATEGIES.register
+class MultiTask(InprocStrategy[MultiTaskConfig]):
     """Auxiliary tasks on the recommender's embeddings, with shared-bottom or MMoE sharing,
     fixed or uncertainty loss weighting, and optional PCGrad (see the module docstring).
 
@@ -283,6 +289,7 @@ class MultiTask(Strategy):
     """
 
     name = "multitask"
+    Config = MultiTaskConfig
 
     def __init__(
         self,
@@ -291,7 +298,7 @@ class MultiTask(Strategy):
         text_data: dict[str, TextTaskData] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.config = build_config(MultiTaskConfig, config, kwargs, what="MultiTask")
+        super().__init__(config, **kwargs)
         self.text_data = dict(text_data or {})
         text_tasks = [t.task for t in self.config.tasks if t.kind == "text"]
         for i, t in enumerate(self.config.tasks):
@@ -305,20 +312,30 @@ class MultiTask(Strategy):
             raise ConfigError(f"text_data names {extra}, which are not text tasks {text_tasks}")
         self.net: _Net | None = None
 
+    @classmethod
+    def experiment_errors(cls, config: StrategyConfig) -> list[str]:
+        """Text tasks need review data passed from Python."""
+        if isinstance(config, MultiTaskConfig) and any(t.kind == "text" for t in config.tasks):
+            return [
+                "text tasks need review data passed from Python (MultiTask(text_data=...)); "
+                "in a config use genre, like or rating tasks"
+            ]
+        return []
+
+    @classmethod
+    def requires(cls, config: StrategyConfig) -> tuple[type, ...]:
+        """User representations; item representations too for genre, like and rating tasks."""
+        need = (*super().requires(config), UserRepresentation)
+        kinds = {t.kind for t in config.tasks} if isinstance(config, MultiTaskConfig) else set()
+        if kinds & {"genre", "like", "rating"}:
+            need += (ItemRepresentation,)
+        return need
+
     # ------------------------------------------------------------------ setup
     def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
         cfg = self.config
-        if not hasattr(model, "user_repr"):
-            raise ConfigError(
-                f"{type(model).__name__} has no user_repr(users); multi-task heads need a model "
-                "with user representations (BPR, LightGCN)"
-            )
+        self.check_model(model)
         kinds = {t.kind for t in cfg.tasks}
-        if kinds & {"genre", "like", "rating"} and not hasattr(model, "item_repr"):
-            raise ConfigError(
-                f"{type(model).__name__} has no item_repr(items); genre/like/rating tasks need "
-                "item representations (BPR, LightGCN)"
-            )
         # Spawning does not advance the Trainer's stream (its batches stay the same).
         try:
             self._rng = rng.spawn(1)[0]
@@ -327,7 +344,7 @@ class MultiTask(Strategy):
         with torch.no_grad():
             was = model.module.training
             model.module.eval()
-            dim = int(model.user_repr(torch.arange(1)).shape[1])  # type: ignore[attr-defined]
+            dim = int(cast(_Host, model).user_repr(torch.arange(1)).shape[1])
             model.module.train(was)
         self._n_items = train.n_items
         self._n_users = train.n_users
@@ -455,14 +472,14 @@ class MultiTask(Strategy):
         for t in self.config.tasks:
             if t.kind == "genre":
                 items = self._items(batch)
-                q = model.item_repr(items)  # type: ignore[attr-defined]
+                q = cast(_Host, model).item_repr(items)
                 logits = net(t.task, q)
                 loss = F.binary_cross_entropy_with_logits(logits, self._genres[t.task][items])
             elif t.kind in ("like", "rating"):
                 if pair_x is None:
                     users, items = self._pairs(batch)
-                    u = model.user_repr(users)  # type: ignore[attr-defined]
-                    q = model.item_repr(items)  # type: ignore[attr-defined]
+                    u = cast(_Host, model).user_repr(users)
+                    q = cast(_Host, model).item_repr(items)
                     pair_x = torch.cat([u, q, u * q], dim=1)
                     ratings = self._lookup_ratings(users, items)
                 assert ratings is not None

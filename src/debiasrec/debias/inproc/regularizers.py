@@ -24,15 +24,18 @@ Both need ``model.pair_scores(users, items)`` (BPR, LightGCN, MultVAE) and batch
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import AliasChoices, Field
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.debias.inproc.base import STRATEGIES, InprocStrategy, StrategyConfig
 from debiasrec.errors import ConfigError
-from debiasrec.training.trainer import Strategy, Trainable
+from debiasrec.models.capabilities import PairScorer, PairwiseTraining
+from debiasrec.training.trainer import Trainable
 
 FOCF_KINDS: tuple[str, ...] = ("value", "absolute", "under", "over", "non_parity")
 
@@ -87,21 +90,40 @@ def focf_unfairness(
     return dist(diff).mean()
 
 
-class _GroupStrategy(Strategy):
+class _Host(Trainable, PairScorer, Protocol):
+    """What the regularizers use of a model."""
+
+
+class GroupRegularizerConfig(StrategyConfig):
+    """Settings shared by the group regularizers."""
+
+    attr: str = Field(description="sensitive attribute whose groups are compared")
+    weight: float = Field(1.0, ge=0.0, description="multiplier of the loss term")
+
+
+G = TypeVar("G", bound=GroupRegularizerConfig)
+
+
+class _GroupStrategy(InprocStrategy[G]):
     """Shared setup: group labels of one sensitive attribute, checks on the model."""
 
-    def __init__(self, attr: str, weight: float) -> None:
-        if weight < 0:
-            raise ConfigError(f"weight must be >= 0, got {weight}")
-        self.attr = attr
-        self.weight = float(weight)
+    sweep_key = "weight"
+
+    @classmethod
+    def requires(cls, config: StrategyConfig) -> tuple[type, ...]:
+        """Differentiable pair scores and pairwise (users/pos/neg) training batches."""
+        return (*super().requires(config), PairScorer, PairwiseTraining)
+
+    @property
+    def attr(self) -> str:
+        return self.config.attr
+
+    @property
+    def weight(self) -> float:
+        return float(self.config.weight)
 
     def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
-        if not hasattr(model, "pair_scores"):
-            raise ConfigError(
-                f"{type(model).__name__} has no pair_scores(users, items); "
-                f"{self.name} needs a model that scores (user, item) pairs differentiably"
-            )
+        self.check_model(model)
         cat = train.user_groups(self.attr)
         self._cat = cat
         self._codes = torch.from_numpy(np.asarray(cat.codes, dtype=np.int64))
@@ -128,34 +150,41 @@ class _GroupStrategy(Strategy):
         return users[keep], lab[keep], items
 
 
-class FOCFRegularizer(_GroupStrategy):
+class FOCFConfig(GroupRegularizerConfig):
+    """Settings of :class:`FOCFRegularizer`."""
+
+    unfairness: Literal["value", "absolute", "under", "over", "non_parity"] = Field(
+        "value",
+        description="Yao & Huang's unfairness measure ('kind' in configs written before "
+        "components were chosen by kind)",
+        validation_alias=AliasChoices("unfairness", "kind"),
+    )
+    disadvantaged: str | None = Field(
+        None, description="group label of g (default: the smaller group in training)"
+    )
+    smooth: bool = Field(True, description="squared instead of absolute differences")
+
+
+@STRATEGIES.register
+class FOCFRegularizer(_GroupStrategy[FOCFConfig]):
     """Yao & Huang (2017) fairness objective as a loss term ``focf_<kind>``.
 
-    Args:
+    Config (:class:`FOCFConfig`):
         attr: sensitive attribute (binary, or any with ``disadvantaged`` naming one group).
-        kind: ``value``, ``absolute``, ``under``, ``over`` or ``non_parity``.
+        unfairness: ``value``, ``absolute``, ``under``, ``over`` or ``non_parity``.
         weight: multiplier of the term.
         disadvantaged: the group label of ``g`` (default: the smaller group in training).
         smooth: squared instead of absolute differences (as in Yao & Huang's training).
     """
 
     name = "focf"
+    Config = FOCFConfig
 
-    def __init__(
-        self,
-        attr: str = "gender",
-        kind: Literal["value", "absolute", "under", "over", "non_parity"] = "value",
-        weight: float = 1.0,
-        *,
-        disadvantaged: str | None = None,
-        smooth: bool = True,
-    ) -> None:
-        super().__init__(attr, weight)
-        if kind not in FOCF_KINDS:
-            raise ConfigError(f"unknown FOCF unfairness {kind!r}; available: {list(FOCF_KINDS)}")
-        self.kind = kind
-        self.disadvantaged = disadvantaged
-        self.smooth = smooth
+    def __init__(self, config: FOCFConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.kind = self.config.unfairness
+        self.disadvantaged = self.config.disadvantaged
+        self.smooth = self.config.smooth
 
     def setup(self, model: Trainable, train: Dataset, rng: np.random.Generator) -> None:
         super().setup(model, train, rng)
@@ -178,26 +207,29 @@ class FOCFRegularizer(_GroupStrategy):
     ) -> dict[str, torch.Tensor]:
         u, lab, items = self._labelled(batch)
         uu = torch.cat([u, u])
-        pred = torch.sigmoid(model.pair_scores(uu, items))  # type: ignore[attr-defined]
+        pred = torch.sigmoid(cast(_Host, model).pair_scores(uu, items))
         target = torch.cat([torch.ones(len(u)), torch.zeros(len(u))])
         g = torch.cat([lab, lab]) == self._g
         val = focf_unfairness(pred, target, items, g, self._n_items, self.kind, smooth=self.smooth)
         return {f"focf_{self.kind}": self.weight * val}
 
 
-class UtilityGapPenalty(_GroupStrategy):
+class UtilityGapConfig(GroupRegularizerConfig):
+    """Settings of :class:`UtilityGapPenalty`."""
+
+
+@STRATEGIES.register
+class UtilityGapPenalty(_GroupStrategy[UtilityGapConfig]):
     """Squared gap between user groups' mean BPR log-likelihood on the batch (term ``util_gap``)."""
 
     name = "utility_gap"
-
-    def __init__(self, attr: str = "gender", weight: float = 1.0) -> None:
-        super().__init__(attr, weight)
+    Config = UtilityGapConfig
 
     def loss_terms(
         self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
     ) -> dict[str, torch.Tensor]:
         u, lab, items = self._labelled(batch)
-        s = model.pair_scores(torch.cat([u, u]), items)  # type: ignore[attr-defined]
+        s = cast(_Host, model).pair_scores(torch.cat([u, u]), items)
         sp, sn = s.chunk(2)
         ll = F.logsigmoid(sp - sn)
         n_cls = len(self._cat.categories)

@@ -17,19 +17,21 @@ import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
 
 from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError, NotFittedError
 from debiasrec.metrics.topk import full_ranking_topk, topk_from_scores
 from debiasrec.models.base import Recs
+from debiasrec.registry import Registry
 
 ScoresLike = np.ndarray | torch.Tensor | Callable[[np.ndarray], Any]
 
@@ -215,7 +217,10 @@ class RerankConfig(BaseModel):
     n_candidates: int = Field(100, ge=1, description="candidates taken from the base scores")
 
 
-class Reranker(ABC):
+R = TypeVar("R", bound=RerankConfig)
+
+
+class Reranker(ABC, Generic[R]):
     """Base re-ranker: ``rerank(scores or Recs, context) -> Recs`` (top-``k`` of the candidates).
 
     Subclasses set ``name`` and ``Config`` and implement ``_select(items, rel, valid, users,
@@ -226,15 +231,18 @@ class Reranker(ABC):
     name: ClassVar[str] = "reranker"
     Config: ClassVar[type[RerankConfig]] = RerankConfig
     needs_fit: ClassVar[bool] = False
+    config: R
 
-    def __init__(self, config: RerankConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.config = build_config(self.Config, config, kwargs, what=f"re-ranker {self.name!r}")
+    def __init__(self, config: R | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.config = cast(
+            R, build_config(self.Config, config, kwargs, what=f"re-ranker {self.name!r}")
+        )
 
     @property
     def strength(self) -> float:
         return float(self.config.strength)
 
-    def with_strength(self, strength: float) -> Reranker:
+    def with_strength(self, strength: float) -> Self:
         """A copy with another trade-off strength (fitted state shared)."""
         if not 0.0 <= float(strength) <= 1.0:
             raise ConfigError(f"strength must be in [0, 1], got {strength}")
@@ -242,7 +250,7 @@ class Reranker(ABC):
         new.config = self.config.model_copy(update={"strength": float(strength)})
         return new
 
-    def fit(self, context: RerankContext, valid_candidates: Recs | None = None) -> Reranker:
+    def fit(self, context: RerankContext, valid_candidates: Recs | None = None) -> Self:
         """Learn what the method estimates from data (validation only); returns ``self``.
 
         Args:
@@ -326,6 +334,10 @@ class Reranker(ABC):
         return f"{type(self).__name__}({args})"
 
 
+#: Every re-ranker by name (see :mod:`debiasrec.registry`); each registers itself where defined.
+RERANKERS: Registry[type[Reranker[Any]]] = Registry("re-ranker", "debiasrec.rerankers")
+
+
 def greedy_loop(
     k: int,
     valid: np.ndarray,
@@ -352,6 +364,7 @@ def greedy_loop(
 
 
 __all__ = [
+    "RERANKERS",
     "RerankConfig",
     "RerankContext",
     "Reranker",

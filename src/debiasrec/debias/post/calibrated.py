@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from debiasrec.debias.post.base import RerankConfig, RerankContext, Reranker, greedy_loop
+from debiasrec.debias.post.base import RERANKERS, RerankConfig, RerankContext, Reranker, greedy_loop
 from debiasrec.metrics.calibration import (
     Divergence,
     divergence,
@@ -118,7 +118,8 @@ def candidate_distributions(
     return out
 
 
-class CalibratedReranker(Reranker):
+@RERANKERS.register
+class CalibratedReranker(Reranker[CalibratedConfig]):
     """Steck's calibrated re-ranking over item categories (genres by default).
 
     ``strength`` is ``lambda``. See the module docstring for the objective.

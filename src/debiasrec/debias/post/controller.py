@@ -31,26 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
 from debiasrec.data.split import Split
-from debiasrec.debias.post.base import RerankContext, Reranker, ScoresLike, candidates
-from debiasrec.debias.post.calibrated import CalibratedReranker
-from debiasrec.debias.post.diversity import MMRReranker
-from debiasrec.debias.post.exposure import ExposureReranker
-from debiasrec.debias.post.group_fair import GroupFairReranker
-from debiasrec.debias.post.popularity import PopularityCalibrationReranker, popularity_tier_features
+from debiasrec.debias.post.base import RERANKERS, RerankContext, ScoresLike, candidates
+from debiasrec.debias.post.popularity import popularity_tier_features
 from debiasrec.errors import ConfigError, DataError, NotFittedError
 from debiasrec.metrics.beyond import exposure_gini, intra_list_diversity, long_tail_share
 from debiasrec.metrics.calibration import miscalibration
 from debiasrec.metrics.ranking import ranking_metrics
 from debiasrec.models.base import Recs
-
-#: Re-rankers by config name (an explicit registry).
-RERANKERS: dict[str, type[Reranker]] = {
-    "calibrated": CalibratedReranker,
-    "popularity": PopularityCalibrationReranker,
-    "group_fair": GroupFairReranker,
-    "exposure": ExposureReranker,
-    "diversity": MMRReranker,
-}
 
 TargetMetric = Literal[
     "miscalibration",
@@ -130,7 +117,7 @@ class SelfCalibrationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["calibrated", "popularity", "group_fair", "exposure", "diversity"]
+    method: str = Field(description="a registered re-ranker (debiasrec.debias.post.RERANKERS)")
     target: Target
     params: dict[str, Any] = Field(default_factory=dict, description="re-ranker options")
     k: int = Field(10, ge=1)
@@ -144,6 +131,13 @@ class SelfCalibrationConfig(BaseModel):
     @classmethod
     def _parse_target(cls, v: Any) -> Any:
         return Target.parse(v) if isinstance(v, str) else v
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in RERANKERS:
+            raise ValueError(f"unknown re-ranker {v!r}; available: {sorted(RERANKERS)}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SelfCalibrationConfig:

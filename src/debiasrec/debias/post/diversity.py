@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from debiasrec.debias.post.base import RerankConfig, RerankContext, Reranker, greedy_loop
+from debiasrec.debias.post.base import RERANKERS, RerankConfig, RerankContext, Reranker, greedy_loop
 
 
 class DiversityConfig(RerankConfig):
@@ -61,7 +61,8 @@ def mmr_select(
     return greedy_loop(k, valid, objective, on_pick)
 
 
-class MMRReranker(Reranker):
+@RERANKERS.register
+class MMRReranker(Reranker[DiversityConfig]):
     """MMR diversification with cosine similarity of item features; ``strength`` is ``lambda``."""
 
     name = "diversity"

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field
 from scipy import stats
 
-from debiasrec.debias.post.base import RerankConfig, RerankContext, Reranker, greedy_loop
+from debiasrec.debias.post.base import RERANKERS, RerankConfig, RerankContext, Reranker, greedy_loop
 from debiasrec.errors import ConfigError
 from debiasrec.metrics.beyond import HEAD, TIER_NAMES, popularity_tiers
 
@@ -102,7 +102,8 @@ def exposure_select(
     return greedy_loop(k, valid, objective, on_pick)
 
 
-class ExposureReranker(Reranker):
+@RERANKERS.register
+class ExposureReranker(Reranker[ExposureConfig]):
     """Proportional exposure of protected item groups (FA*IR or DetGreedy floors).
 
     ``strength`` scales the target shares: ``p_g = strength * weight_g``.

@@ -34,6 +34,7 @@ import pandas as pd
 from pydantic import Field
 
 from debiasrec.debias.post.base import (
+    RERANKERS,
     RerankConfig,
     RerankContext,
     Reranker,
@@ -64,7 +65,8 @@ def power_law_fit(rate: np.ndarray) -> tuple[float, float]:
     return float(a), float(max(-b, 0.0))
 
 
-class GroupFairReranker(Reranker):
+@RERANKERS.register
+class GroupFairReranker(Reranker[GroupFairConfig]):
     """Close the NDCG gap between user groups of ``attr``; ``strength`` is ``lambda``.
 
     Needs ``fit(context, valid_candidates)``; see the module docstring.

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from debiasrec.debias.post.base import RerankContext
+from debiasrec.debias.post.base import RERANKERS, RerankContext
 from debiasrec.debias.post.calibrated import CalibratedConfig, CalibratedReranker
 from debiasrec.metrics.beyond import popularity_tiers
 from debiasrec.metrics.calibration import tier_features
@@ -44,6 +44,7 @@ def popularity_tier_features(
     return tier_features(popularity_tiers(item_pop, head_share, tail_share), 3)
 
 
+@RERANKERS.register
 class PopularityCalibrationReranker(CalibratedReranker):
     """Match each user's head/mid/tail profile; ``strength`` is ``lambda``."""
 

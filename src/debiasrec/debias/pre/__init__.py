@@ -1,18 +1,19 @@
 """debiasrec.debias.pre: pre-processing transforms (``Dataset -> Dataset``, training split only).
 
-Registered methods (:data:`PRE_METHODS`): ``group_reweight`` and ``ips`` (per-interaction
+Registered transforms (:data:`TRANSFORMS`, also known as ``PRE_METHODS``): ``group_reweight`` and ``ips`` (per-interaction
 weights), ``oversample`` (copies of real users of under-represented groups), ``gan_balance``
 (WGAN-GP synthetic users of under-represented groups) and ``gan_twins`` (WGAN-GP counterfactual
 twins). See ``docs/augmentation.md``.
 """
 
-from debiasrec.debias.pre.base import PRE_METHODS, PreConfig, PreTransform, register
+from debiasrec.debias.pre.base import PRE_METHODS, TRANSFORMS, PreConfig, PreTransform, register
 from debiasrec.debias.pre.gan import GANBalance, GANTwins, ProfileGAN
 from debiasrec.debias.pre.oversample import Oversample
 from debiasrec.debias.pre.reweight import GroupReweight, PopularityIPS
 
 __all__ = [
     "PRE_METHODS",
+    "TRANSFORMS",
     "GANBalance",
     "GANTwins",
     "GroupReweight",

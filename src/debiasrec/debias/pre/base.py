@@ -3,18 +3,22 @@
 A transform never sees the validation or test split: it returns a new training :class:`Dataset`
 (possibly with extra interactions, extra synthetic users or per-interaction weights), and what it
 did is described in ``report_`` (JSON-serialisable: counts, fidelity numbers, timings).
+
+Every transform registers itself in :data:`TRANSFORMS` where it is defined
+(``@TRANSFORMS.register``); see :mod:`debiasrec.registry`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from debiasrec.config import build_config
 from debiasrec.data.dataset import Dataset
-from debiasrec.errors import ConfigError
+from debiasrec.registry import Registry
 
 
 class PreConfig(BaseModel):
@@ -23,23 +27,34 @@ class PreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PreTransform(ABC):
-    """A pre-processing transform; subclasses set ``name`` and ``Config``."""
+P = TypeVar("P", bound=PreConfig)
+
+
+class PreTransform(ABC, Generic[P]):
+    """A pre-processing transform; subclasses set ``name`` and ``Config``.
+
+    Class attributes a subclass may set:
+        sweep_key: the numeric config field that ``sweep = [...]`` varies in an experiment
+            (None: the transform cannot be swept).
+        sets_weights: the output carries per-interaction weights (only models declaring
+            :class:`~debiasrec.models.capabilities.WeightedTraining` can use it).
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[PreConfig]] = PreConfig
+    sweep_key: ClassVar[str | None] = None
+    sets_weights: ClassVar[bool] = False
+    config: P
 
-    def __init__(self, config: PreConfig | dict[str, Any] | None = None, **params: Any) -> None:
-        """Validate the config (a config object, a dict and/or keyword overrides).
+    def __init__(self, config: P | dict[str, Any] | None = None, **params: Any) -> None:
+        """Validate the config (a config object, a dict, or keyword arguments).
 
         Raises:
             ConfigError: an unknown or invalid field; the message names it.
         """
-        base = config.model_dump() if isinstance(config, PreConfig) else dict(config or {})
-        try:
-            self.config = self.Config.model_validate({**base, **params})
-        except ValidationError as exc:
-            raise ConfigError(f"invalid config for pre-processing {self.name!r}: {exc}") from None
+        self.config = cast(
+            P, build_config(self.Config, config, params, what=f"pre-processing {self.name!r}")
+        )
         self.report_: dict[str, Any] = {}
 
     @abstractmethod
@@ -47,11 +62,11 @@ class PreTransform(ABC):
         """Return the transformed training dataset and fill ``report_``."""
 
 
-#: Registry of transforms by name; filled by the modules of this package.
-PRE_METHODS: dict[str, type[PreTransform]] = {}
-
-
-def register(cls: type[PreTransform]) -> type[PreTransform]:
-    """Class decorator adding a transform to :data:`PRE_METHODS` under ``cls.name``."""
-    PRE_METHODS[cls.name] = cls
-    return cls
+#: Every transform by name (see :mod:`debiasrec.registry`).
+TRANSFORMS: Registry[type[PreTransform[Any]]] = Registry(
+    "pre-processing transform", "debiasrec.transforms"
+)
+#: Former name of :data:`TRANSFORMS`.
+PRE_METHODS = TRANSFORMS
+#: Class decorator adding a transform to :data:`TRANSFORMS` under ``cls.name``.
+register = TRANSFORMS.register

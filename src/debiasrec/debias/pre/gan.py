@@ -415,7 +415,7 @@ class GANBalanceConfig(GANConfig):
 
 
 @register
-class GANBalance(PreTransform):
+class GANBalance(PreTransform[GANBalanceConfig]):
     """Synthesise users of under-represented groups with a conditional WGAN-GP (module doc)."""
 
     name = "gan_balance"
@@ -423,7 +423,7 @@ class GANBalance(PreTransform):
 
     def apply(self, train: Dataset, *, rng: np.random.Generator | int | None = None) -> Dataset:
         """Return ``train`` with generated users appended; ``report_`` has counts and fidelity."""
-        cfg: GANBalanceConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         gen_np = np_rng(rng)
         codes, labels, sizes, add = top_up_plan(train, cfg.attr, cfg.groups, cfg.ratio)
         self.report_ = {
@@ -484,7 +484,7 @@ class GANTwinsConfig(GANConfig):
 
 
 @register
-class GANTwins(PreTransform):
+class GANTwins(PreTransform[GANTwinsConfig]):
     """Counterfactual twins of real users in another group (FDA-style, WGAN-GP; module doc)."""
 
     name = "gan_twins"
@@ -492,7 +492,7 @@ class GANTwins(PreTransform):
 
     def apply(self, train: Dataset, *, rng: np.random.Generator | int | None = None) -> Dataset:
         """Return ``train`` with one twin per selected user appended; see ``report_``."""
-        cfg: GANTwinsConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         gen_np = np_rng(rng)
         codes, labels = group_codes(train, cfg.attr)
         sources_ok = resolve_groups(cfg.source_groups, labels, "source_groups")

@@ -48,15 +48,16 @@ class OversampleConfig(PreConfig):
 
 
 @register
-class Oversample(PreTransform):
+class Oversample(PreTransform[OversampleConfig]):
     """Add copies of randomly drawn real users of under-represented groups (module docstring)."""
 
     name = "oversample"
     Config = OversampleConfig
+    sweep_key = "ratio"
 
     def apply(self, train: Dataset, *, rng: np.random.Generator | int | None = None) -> Dataset:
         """Return ``train`` with the new users appended; ``report_`` gives the counts."""
-        cfg: OversampleConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         gen = np_rng(rng)
         codes, labels, sizes, add = top_up_plan(train, cfg.attr, cfg.groups, cfg.ratio)
         active = train.user_counts() > 0

@@ -63,15 +63,17 @@ class GroupReweightConfig(PreConfig):
 
 
 @register
-class GroupReweight(PreTransform):
+class GroupReweight(PreTransform[GroupReweightConfig]):
     """Group-balanced interaction weights for one sensitive attribute (see module docstring)."""
 
     name = "group_reweight"
     Config = GroupReweightConfig
+    sets_weights = True
+    sweep_key = "alpha"
 
     def apply(self, train: Dataset, *, rng: np.random.Generator | int | None = None) -> Dataset:
         """Return ``train`` with group-balanced ``weights`` (deterministic; ``rng`` unused)."""
-        cfg: GroupReweightConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         codes, labels = group_codes(train, cfg.attr)
         ucode = codes[train.users]
         n_groups = len(labels)
@@ -133,15 +135,17 @@ class PopularityIPSConfig(PreConfig):
 
 
 @register
-class PopularityIPS(PreTransform):
+class PopularityIPS(PreTransform[PopularityIPSConfig]):
     """Inverse-propensity weights against item-popularity exposure bias (module docstring)."""
 
     name = "ips"
     Config = PopularityIPSConfig
+    sets_weights = True
+    sweep_key = "eta"
 
     def apply(self, train: Dataset, *, rng: np.random.Generator | int | None = None) -> Dataset:
         """Return ``train`` with IPS ``weights`` (deterministic; ``rng`` unused)."""
-        cfg: PopularityIPSConfig = self.config  # type: ignore[assignment]
+        cfg = self.config
         np_rng(rng)  # accepted for the common signature; the transform is deterministic
         if train.n_interactions == 0:
             raise DataError(f"training data {train.name!r} is empty; nothing to reweight")
