@@ -27,8 +27,9 @@ def test_feedback_is_persisted_and_idempotent(make_service, tmp_path) -> None:
         ]
     )
     assert out["accepted"] == 4 and len(set(out["seq"])) == 4
-    again = svc.feedback([_ev(u, i, position=2, event_id="a1")])
+    again = svc.feedback([_ev(u, i, position=2, event_id="a1", request_id="req")])
     assert again["seq"] == out["seq"][:1]  # a retried event is stored once
+    assert again["duplicates"] == 1 and out["duplicates"] == 0
     con = sqlite3.connect(tmp_path / "feedback.sqlite")
     rows = con.execute(
         "SELECT event_id, user_id, item_id, type, value, position FROM events"
@@ -51,7 +52,7 @@ def test_clicked_items_are_masked_afterwards(make_service) -> None:
 
 
 def test_monitor_matches_the_events(make_service) -> None:
-    svc = make_service(min_group_users=1, online={"enabled": False})
+    svc = make_service(min_group_users=1, online={"enabled": False}, privacy={"mechanism": "off"})
     p = svc.pipeline
     groups = p.dataset.user_groups("gender")
     rng = np.random.default_rng(0)
@@ -139,6 +140,7 @@ def test_utility_gap_controller(make_service) -> None:
             "min_events": 1.0,
             "max_delta": 0.1,
         },
+        privacy={"mechanism": "off"},  # raw events feed the controller (see test_privacy.py)
     )
     p = svc.pipeline
     codes = np.asarray(p.dataset.user_groups("gender").codes)
