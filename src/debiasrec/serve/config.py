@@ -101,8 +101,8 @@ class RateLimitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    per_second: float = Field(50.0, gt=0.0, description="sustained requests per second")
-    burst: int = Field(100, ge=1, description="bucket size: requests allowed at once")
+    per_second: float = Field(100.0, gt=0.0, description="sustained requests per second")
+    burst: int = Field(200, ge=1, description="bucket size: requests allowed at once")
     max_clients: int = Field(100_000, ge=1, description="buckets kept (least recent dropped)")
     trust_forwarded_for: bool = Field(
         False, description="key on the first X-Forwarded-For address (behind a trusted proxy)"

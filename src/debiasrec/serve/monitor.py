@@ -453,8 +453,10 @@ class FairnessMonitor:
                     "exposure_share": _ratio(float(totals.exposure[g]), tot_exp) if show else None,
                     "exposure_per_user": _ratio(float(totals.exposure[g]), n_u) if show else None,
                     "ctr": ctr if show else None,
-                    "ctr_se": (
-                        float(np.sqrt(ctr * (1 - ctr) / imp)) if show and ctr is not None else None
+                    "ctr_se": (  # clicks sent without impressions can make ctr exceed 1
+                        float(np.sqrt(min(ctr, 1.0) * (1 - min(ctr, 1.0)) / imp))
+                        if show and ctr is not None
+                        else None
                     ),
                     "mean_rating": mean_r if show else None,
                     "mean_rating_se": se_r if show else None,

@@ -58,12 +58,13 @@ def load_saved_model(mdir: Path) -> Recommender:
     if not isinstance(meta, dict):
         raise DataError(f"{cfg_path} must hold a JSON object, got {type(meta).__name__}")
     want = {"model": str, "config": dict, "n_users": int, "n_items": int}
+    kinds = {str: "a string", dict: "a JSON object", int: "an integer"}
     for key, typ in want.items():
         if key not in meta:
             raise DataError(f"{cfg_path}: field {key!r} is missing (needs {sorted(want)})")
         v = meta[key]
         if not isinstance(v, typ) or isinstance(v, bool):
-            raise DataError(f"{cfg_path}: field {key!r} must be a {typ.__name__}, got {v!r:.60}")
+            raise DataError(f"{cfg_path}: field {key!r} must be {kinds[typ]}, got {v!r:.60}")
         if typ is int and v < 1:
             raise DataError(f"{cfg_path}: field {key!r} must be positive, got {v}")
     try:
@@ -83,7 +84,7 @@ def load_saved_model(mdir: Path) -> Recommender:
         model = cls.load(mdir)
     except Exception as exc:  # noqa: BLE001 - any failure to read these files is bad input
         raise DataError(
-            f"{state_path} cannot be loaded as a {meta['model']} model "
+            f"{state_path} cannot be loaded as the saved {meta['model']!r} model "
             f"({type(exc).__name__}: {exc}); the file is truncated or does not belong to "
             f"{cfg_path}: re-run the experiment"
         ) from None
