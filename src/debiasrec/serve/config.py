@@ -72,7 +72,7 @@ class PrivacyConfig(BaseModel):
     max_events_per_user: int = Field(
         20, ge=1, le=1_000_000, description="a user's events counted per budget period"
     )
-    release_every: int = Field(1000, ge=1, description="accepted events per release")
+    release_every: int = Field(10_000, ge=1, description="accepted events per release")
     release_seconds: float | None = Field(
         None, gt=0.0, description="also release a non-empty window once it is this old"
     )

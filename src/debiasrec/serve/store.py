@@ -130,15 +130,12 @@ def _payload(e: Event) -> tuple[Any, ...]:
 
 
 def _conflict(n: int, e: Event, stored: tuple[Any, ...]) -> EventConflict:
-    diff = [
-        f"{f}: stored {a!r}, sent {b!r}"
-        for f, a, b in zip(PAYLOAD_FIELDS, stored, _payload(e), strict=True)
-        if a != b
-    ]
+    # name the fields that differ, never the stored values (they may be another client's)
+    diff = [f for f, a, b in zip(PAYLOAD_FIELDS, stored, _payload(e), strict=True) if a != b]
     return EventConflict(
-        f"events[{n}]: event_id {e.event_id!r} was already used for a different event ("
-        + "; ".join(diff)
-        + "); an event_id identifies one event: retry with the same payload or use a new id",
+        f"events[{n}]: event_id {e.event_id!r} was already used for a different event "
+        f"(differs in: {', '.join(diff)}); an event_id identifies one event: retry with the "
+        "same payload or use a new id",
         n,
     )
 
