@@ -282,28 +282,23 @@ class FairnessMonitor:
                 self._cold_period.add(key)
                 cold_first.append(i)
         counted = np.sort(np.concatenate([known[keep], cold]))
+        if len(counted) == 0:
+            return
         firsts = np.concatenate([first_known, np.asarray(cold_first, dtype=np.int64)])
         t = types[counted]
         lo, hi = self.rating_range
         scaled = np.clip((np.nan_to_num(values[counted], nan=lo) - lo) / (hi - lo), 0.0, 1.0)
         contrib = np.zeros((len(counted), len(STATS)), dtype=np.int64)
+        contrib[:, 0] = np.isin(counted, firsts)  # a user's first counted event adds the user
         contrib[:, 1] = t == IMPRESSION
         contrib[:, 2] = np.where(t == IMPRESSION, np.rint(w[counted] * QUANT), 0)
         contrib[:, 3] = t == CLICK
         contrib[:, 4] = t == RATING
         contrib[:, 5] = np.where(t == RATING, np.rint(scaled * QUANT), 0)
+        uu = users[counted]
         for attr, (codes, names) in self._attrs.items():
-            n_b = len(names)
-            table = self._window[attr]
-
-            def bucket(idx: np.ndarray, codes: np.ndarray = codes, n_b: int = n_b) -> np.ndarray:
-                uu = users[idx]
-                return np.where(uu >= 0, codes[np.maximum(uu, 0)], n_b - 1)
-
-            table[:, 0] += np.bincount(bucket(firsts), minlength=n_b)
-            b = bucket(counted)
-            for s in range(1, len(STATS)):
-                table[:, s] += np.bincount(b, weights=contrib[:, s], minlength=n_b).astype(np.int64)
+            bucket = np.where(uu >= 0, codes[np.maximum(uu, 0)], len(names) - 1)
+            np.add.at(self._window[attr], bucket, contrib)
 
     def _release(self, end_seq: int) -> dict[str, np.ndarray]:
         """Close the open window: noisy tables (or the stored ones of this release)."""

@@ -130,18 +130,38 @@ class Service:
         self._sync(replay=True)
 
     # ------------------------------------------------------------------ state
-    def _sync(self, *, replay: bool = False) -> list[dict[str, Any]]:
+    def _sync(
+        self, *, replay: bool = False, inserted: tuple[list[int], list[Event]] | None = None
+    ) -> list[dict[str, Any]]:
         """Fold the store's events after the last folded one into monitor, masks, controller.
 
         Counters are derived from what the store accepted, in store order, once per event.
-        At start-up (``replay``) the monitor and the masks are rebuilt; the controller resumes
-        from its last logged strength instead of re-living old events.
+        ``inserted``: the ``(seqs, events)`` the caller's commit has just inserted; when they
+        are exactly the store's next sequence numbers (no other writer) they are folded without
+        reading them back. At start-up (``replay``) the monitor and the masks are rebuilt; the
+        controller resumes from its last logged strength instead of re-living old events.
         """
-        ev = self.store.events(after_seq=self._seq)
-        if len(ev) == 0:
+        if inserted is not None and inserted[0] == list(
+            range(self._seq + 1, self._seq + 1 + len(inserted[0]))
+        ):
+            seqs = np.asarray(inserted[0], dtype=np.int64)
+            evs = inserted[1]
+            cols = (
+                [e.user_id for e in evs],
+                [e.item_id for e in evs],
+                [e.type for e in evs],
+                [e.value for e in evs],
+                [e.position for e in evs],
+            )
+        else:
+            ev = self.store.events(after_seq=self._seq)
+            seqs = ev["seq"].to_numpy(dtype=np.int64)
+            cols = tuple(
+                ev[c].tolist() for c in ("user_id", "item_id", "type", "value", "position")
+            )
+        if len(seqs) == 0:
             return []
-        seqs = ev["seq"].to_numpy(dtype=np.int64)
-        users, items, types, values, pos = self._codes_from_frame(ev)
+        users, items, types, values, pos = self._codes(*cols)
         releases = self.monitor.observe(seqs, users, items, types, values, pos)
         self._seq = int(seqs[-1])
         ok = (items >= 0) & (types >= 0)
@@ -158,22 +178,21 @@ class Service:
                 made += self.online.observe_release(rel[self.online.config.attr])
         return made
 
-    def _codes_from_frame(self, ev: Any) -> tuple[np.ndarray, ...]:
-        p = self.pipeline
+    def _codes(
+        self, user_ids: list, item_ids: list, types: list, values: list, positions: list
+    ) -> tuple[np.ndarray, ...]:
+        """Codes of stored events; a user id not in the training data gets a negative code."""
+        p, cold = self.pipeline, self._cold
+        uidx, iidx = p.user_index, p.item_index
         users = np.array(
-            [
-                p.user_index[u]
-                if u in p.user_index
-                else self._cold.setdefault(u, -1 - len(self._cold))
-                for u in ev["user_id"]
-            ],
+            [uidx[u] if u in uidx else cold.setdefault(u, -1 - len(cold)) for u in user_ids],
             dtype=np.int64,
         )
-        items = np.array([p.item_index.get(i, -1) for i in ev["item_id"]], dtype=np.int64)
-        types = ev["type"].map(TYPE_CODES).fillna(-1).to_numpy(dtype=np.int64)
-        values = ev["value"].to_numpy(dtype=np.float64, na_value=np.nan)
-        pos = ev["position"].to_numpy(dtype=np.float64, na_value=0.0)
-        return users, items, types, values, pos
+        items = np.array([iidx.get(i, -1) for i in item_ids], dtype=np.int64)
+        codes = np.array([TYPE_CODES.get(t, -1) for t in types], dtype=np.int64)
+        vals = np.array([np.nan if _missing(v) else float(v) for v in values], dtype=np.float64)
+        pos = np.array([0.0 if _missing(v) else float(v) for v in positions], dtype=np.float64)
+        return users, items, codes, vals, pos
 
     def _mask(self, users: np.ndarray, items: np.ndarray, types: np.ndarray) -> None:
         sel = (types != TYPE_CODES["impression"]) & (users >= 0)
@@ -366,7 +385,9 @@ class Service:
                 seqs, new = self.store.insert(rows)  # committed: durable from here on
             except EventConflict as exc:
                 raise RequestError(str(exc), status=409) from None
-            adjustments = self._sync()
+            new_seqs = [q for q, n in zip(seqs, new, strict=True) if n]
+            new_rows = [r for r, n in zip(rows, new, strict=True) if n]
+            adjustments = self._sync(inserted=(new_seqs, new_rows))
             adjustments += self._feed_releases(self.monitor.tick())
         return {
             "accepted": len(rows),
@@ -416,6 +437,10 @@ class Service:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _finite(x: float) -> float | None:
