@@ -420,3 +420,12 @@ def test_private_utility_gap_controller_moves_only_at_releases(make_service) -> 
     assert out["adjusted"] and svc.online.n_updates == 1
     ctl = svc.fairness()["controller"]
     assert ctl["fed_by"] == "private releases" and len(ctl["adjustments"]) == 1
+
+
+def test_no_monitored_attributes(make_service) -> None:
+    svc = make_service(monitor_attrs=[], privacy={"release_every": 3})
+    p = svc.pipeline
+    svc.feedback([{"user_id": p.user_ids[0], "item_id": p.item_ids[0], "type": "impression"}] * 7)
+    snap = svc.fairness()
+    assert snap["user_groups"] == {} and snap["privacy"]["releases"] == 2
+    assert snap["item_groups"][0]["impressions"] + snap["item_groups"][1]["impressions"] == 7

@@ -266,6 +266,8 @@ class FairnessMonitor:
         valid: np.ndarray,
     ) -> None:
         """Add one window's worth of events, each user's counted events capped per period."""
+        if not self._attrs:  # nothing monitored: the windows stay empty
+            return
         c = self.privacy.max_events_per_user
         known = np.flatnonzero(valid & (users >= 0))
         u = users[known]
