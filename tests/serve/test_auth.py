@@ -135,5 +135,8 @@ def test_because_is_bounded_by_default(make_service) -> None:
     for it in bounded["items"]:
         for b in it["because"]:
             assert fw[(it["item_id"], b["item_id"])] == b["weight"]
+    # the top-ranked items keep their strongest contributor
+    for it, ref in zip(bounded["items"][:3], full.recommend(uid, 20)["items"][:3], strict=True):
+        assert it["because"][:1] == ref["because"][:1]
     off = make_service(default_post="none", explain="off", store=str(svc.store.path) + "o")
     assert distinct(off.recommend(uid, 20)) == set()

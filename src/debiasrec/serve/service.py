@@ -297,11 +297,22 @@ class Service:
         why = self.pipeline.explain(code, items)
         if cfg.explain == "full":
             return why
+        # the strongest contributor of each item, in rank order, then by total contribution
+        m = cfg.explain_max_items
+        keep: dict[int, None] = {}
+        for lst in why:
+            if len(keep) >= m:
+                break
+            if lst:
+                keep.setdefault(lst[0][0])
         total: dict[int, float] = {}
         for lst in why:
             for j, w in lst:
                 total[j] = total.get(j, 0.0) + w
-        keep = set(sorted(total, key=lambda j: (-total[j], j))[: cfg.explain_max_items])
+        for j in sorted(total, key=lambda j: (-total[j], j)):
+            if len(keep) >= m:
+                break
+            keep.setdefault(j)
         return [[(j, w) for j, w in lst if j in keep] for lst in why]
 
     # ------------------------------------------------------------------ feedback
