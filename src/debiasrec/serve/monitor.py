@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from debiasrec.debias.post.online import OnlineController
-from debiasrec.errors import DataError
+from debiasrec.errors import ConfigError, DataError
 from debiasrec.serve.config import OnlineServeConfig, PrivacyConfig
 from debiasrec.serve.store import Adjustment, FeedbackStore, Release
 
@@ -165,7 +165,7 @@ class FairnessMonitor:
         self.private = privacy.mechanism != "off"
         lo, hi = privacy.rating_range or rating_range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"rating_range must be finite with low < high, got {[lo, hi]}")
+            raise ConfigError(f"rating_range must be finite with low < high, got {[lo, hi]}")
         self.rating_range = (float(lo), float(hi))
         self.long_tail = np.asarray(long_tail, dtype=bool)
         self._lock = threading.RLock()

@@ -328,9 +328,9 @@ class Service:
         ids = {}
         for label in ("user_id", "item_id"):
             v = e.get(label)
-            if v is None or isinstance(v, bool) or not isinstance(v, (str, int)):
+            if v is None or isinstance(v, bool) or not isinstance(v, (str, int, np.integer)):
                 raise RequestError(f"{where}.{label} is required (a string or an integer)")
-            ids[label] = str(v)
+            ids[label] = str(int(v)) if isinstance(v, np.integer) else str(v)
             if not 1 <= len(ids[label]) <= cfg.max_id_length:
                 raise RequestError(f"{where}.{label} must have 1 to {cfg.max_id_length} characters")
         typ = e.get("type")
@@ -342,7 +342,9 @@ class Service:
             )
         value = e.get("value")
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
                 raise RequestError(f"{where}.value must be a number, got {value!r}")
             if not math.isfinite(float(value)):
                 raise RequestError(f"{where}.value must be finite, got {value!r}")
