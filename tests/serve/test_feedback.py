@@ -311,6 +311,7 @@ def test_invalid_events_are_refused_before_anything_is_stored(make_service) -> N
         ({**good, "value": "high"}, "events[1].value must be a number"),
         ({**good, "type": "rating", "value": float("nan")}, "events[1].value must be finite"),
         ({**good, "type": "rating"}, "a rating needs a finite 'value'"),
+        ({**good, "type": "rating", "value": 1e300}, "events[1].value: a rating must lie in ["),
         ({**good, "event_id": ""}, "events[1].event_id must be a string"),
         ({**good, "user_id": ["u1"]}, "events[1].user_id is required"),
         ({**good, "gender": "F"}, "unknown field(s) ['gender']"),

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from debiasrec.serve import create_app
 from debiasrec.serve.config import PrivacyConfig
@@ -429,3 +431,60 @@ def test_no_monitored_attributes(make_service) -> None:
     snap = svc.fairness()
     assert snap["user_groups"] == {} and snap["privacy"]["releases"] == 2
     assert snap["item_groups"][0]["impressions"] + snap["item_groups"][1]["impressions"] == 7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.integers(-3, 5),  # user code; negative = not in the training data
+            st.integers(0, 2),  # impression, click, rating
+            st.integers(0, 30),  # position (0 = unknown)
+            st.one_of(st.floats(allow_nan=True, allow_infinity=False), st.none()),
+        ),
+        max_size=150,
+    ),
+    cap=st.integers(1, 6),
+    release_every=st.integers(1, 40),
+    flip=st.tuples(st.integers(0, 2), st.integers(0, 3)),
+)
+def test_one_users_attributes_move_the_releases_by_at_most_the_sensitivity(
+    data, cap, release_every, flip
+) -> None:
+    """The bound the guarantee rests on: changing user 0's attributes changes everything the
+    monitor releases (noise off here) by at most 2 * A * (1 + 2C) in L1, in normalised units."""
+    gender = ["F", "M", "F", "M", "F", "M"]
+    age = ["18-24", "25-34", "35-44", "18-24", "45+", "25-34"]
+    cats = {"gender": ["F", "M", "X"], "age": ["18-24", "25-34", "35-44", "45+"]}
+
+    def released(g0: str, a0: str) -> np.ndarray:
+        groups = {
+            "gender": pd.Categorical([g0, *gender[1:]], categories=cats["gender"]),
+            "age": pd.Categorical([a0, *age[1:]], categories=cats["age"]),
+        }
+        mon = FairnessMonitor(
+            groups,
+            np.zeros(3, dtype=bool),
+            privacy=PrivacyConfig(max_events_per_user=cap, release_every=release_every, seed=0),
+            rating_range=(1.0, 5.0),
+        )
+        mon._noise = lambda release, shape: np.zeros(shape, np.int64)  # the exact tables
+        n = len(data)
+        users = np.array([d[0] for d in data], dtype=np.int64)
+        vals = np.array([np.nan if d[3] is None else d[3] for d in data], dtype=np.float64)
+        mon.observe(
+            np.arange(1, n + 1),
+            users,
+            np.zeros(n, np.int64),
+            np.array([d[1] for d in data], dtype=np.int64),
+            vals,
+            np.array([d[2] for d in data], dtype=np.float64),
+        )
+        out = [mon._released[a] + mon._window[a] for a in ("gender", "age")]
+        return np.concatenate(out).astype(np.float64) / np.array(
+            [1, 1, QUANT, 1, 1, QUANT], dtype=np.float64
+        )
+
+    before = released(gender[0], age[0])
+    after = released(cats["gender"][flip[0]], cats["age"][flip[1]])
+    assert np.abs(after - before).sum() <= 2 * 2 * (1 + 2 * cap) + 1e-9

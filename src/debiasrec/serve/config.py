@@ -79,20 +79,9 @@ class PrivacyConfig(BaseModel):
     period_releases: int | None = Field(
         None, ge=1, description="releases per budget period (None: one period, forever)"
     )
-    rating_range: tuple[float, float] | None = Field(
-        None, description="ratings are clipped to this range (default: the training data's)"
-    )
     seed: int | None = Field(
         None, description="noise seed for tests only (None: the OS's secure random source)"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> PrivacyConfig:
-        if self.rating_range is not None and not self.rating_range[0] < self.rating_range[1]:
-            raise ValueError(
-                f"rating_range {list(self.rating_range)} must be [low, high], low < high"
-            )
-        return self
 
 
 class RateLimitConfig(BaseModel):
@@ -155,6 +144,10 @@ class ServeConfig(BaseModel):
     )
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     head_share: float = Field(0.2, gt=0.0, lt=1.0, description="short head share of items")
+    rating_range: tuple[float, float] | None = Field(
+        None,
+        description="valid rating values (default: the training data's range; 0 to 5 without)",
+    )
     mask_valid: bool = True
     mask_feedback: bool = True
     online: OnlineServeConfig = Field(default_factory=OnlineServeConfig)
@@ -178,6 +171,10 @@ class ServeConfig(BaseModel):
         for key in (*self.strengths, *self.post_params):
             if key not in POST_NAMES:
                 raise ValueError(f"unknown re-ranker {key!r}; available: {list(POST_NAMES)}")
+        if self.rating_range is not None and not self.rating_range[0] < self.rating_range[1]:
+            raise ValueError(
+                f"rating_range {list(self.rating_range)} must be [low, high], low < high"
+            )
         bad = {k: v for k, v in self.strengths.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise ValueError(f"strengths must lie in [0, 1], got {bad}")

@@ -129,12 +129,18 @@ class _Totals:
         self.clicks += np.bincount(bucket[clk], minlength=n)
         v = np.nan_to_num(values[rat])
         self.ratings += np.bincount(bucket[rat], minlength=n)
-        self.rating_sum += np.bincount(bucket[rat], weights=v, minlength=n)
-        self.rating_sq += np.bincount(bucket[rat], weights=v * v, minlength=n)
+        with np.errstate(over="ignore"):  # stored ratings from before range checks
+            self.rating_sum += np.bincount(bucket[rat], weights=v, minlength=n)
+            self.rating_sq += np.bincount(bucket[rat], weights=v * v, minlength=n)
 
 
 def _ratio(a: float, b: float) -> float | None:
-    return float(a / b) if b > 0 else None
+    return _finite(a / b) if b > 0 else None
+
+
+def _finite(x: float | None) -> float | None:
+    """``x`` as a float, or None when it is missing or not finite (JSON has no inf/NaN)."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 class FairnessMonitor:
@@ -145,7 +151,7 @@ class FairnessMonitor:
         long_tail: ``[n_items]`` bool, True for long-tail items.
         min_group_users: (noisy) users a group needs before its estimates are shown.
         privacy: the release mechanism (default: :class:`PrivacyConfig`, private releases).
-        rating_range: ratings are clipped to this range for the private rating statistics.
+        rating_range: the valid ratings (scaled to [0, 1] for the private rating sum).
         store: where releases are persisted (and read back after a restart); None keeps them
             in memory only.
     """
@@ -163,7 +169,7 @@ class FairnessMonitor:
         self.min_group_users = int(min_group_users)
         self.privacy = privacy = privacy or PrivacyConfig()
         self.private = privacy.mechanism != "off"
-        lo, hi = privacy.rating_range or rating_range
+        lo, hi = rating_range
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ConfigError(f"rating_range must be finite with low < high, got {[lo, hi]}")
         self.rating_range = (float(lo), float(hi))
@@ -438,7 +444,7 @@ class FairnessMonitor:
             se_r = None
             if mean_r is not None and nr > 1:
                 var = max(float(totals.rating_sq[g]) / nr - mean_r**2, 0.0) * nr / (nr - 1)
-                se_r = float(np.sqrt(var / nr))
+                se_r = _finite(np.sqrt(var / nr))
             rows.append(
                 {
                     "group": name,
@@ -446,7 +452,7 @@ class FairnessMonitor:
                     "impressions": int(imp),
                     "clicks": int(clk),
                     "ratings": int(nr),
-                    "exposure": float(totals.exposure[g]) if show else None,
+                    "exposure": _finite(totals.exposure[g]) if show else None,
                     "exposure_share": _ratio(float(totals.exposure[g]), tot_exp) if show else None,
                     "exposure_per_user": _ratio(float(totals.exposure[g]), n_u) if show else None,
                     "ctr": ctr if show else None,

@@ -79,6 +79,8 @@ class Service:
             hashlib.sha256(k.encode()).digest() for k in load_api_keys(cfg.api_key_env)
         )
         self.pipeline = p = ServingPipeline(folder, cfg, prepared=prepared)
+        #: valid rating values (feedback outside is refused)
+        self.rating_range = cfg.rating_range or _rating_range(p.dataset)
         self.store = store or open_store(
             cfg.store, p.folder / "feedback.sqlite", synchronous=cfg.synchronous
         )
@@ -94,7 +96,7 @@ class Service:
             p.long_tail,
             min_group_users=cfg.min_group_users,
             privacy=cfg.privacy,
-            rating_range=_rating_range(p.dataset),
+            rating_range=self.rating_range,
             store=self.store,
         )
         self.online: OnlineLoop | None = None
@@ -348,8 +350,15 @@ class Service:
                 raise RequestError(f"{where}.value must be a number, got {value!r}")
             if not math.isfinite(float(value)):
                 raise RequestError(f"{where}.value must be finite, got {value!r}")
-        if typ == "rating" and value is None:
-            raise RequestError(f"{where}: a rating needs a finite 'value'")
+        if typ == "rating":
+            if value is None:
+                raise RequestError(f"{where}: a rating needs a finite 'value'")
+            lo, hi = self.rating_range
+            if not lo <= float(value) <= hi:
+                raise RequestError(
+                    f"{where}.value: a rating must lie in [{lo:g}, {hi:g}] (the data's rating "
+                    f"range; set rating_range to change it), got {value!r}"
+                )
         position = e.get("position")
         if position is not None and (
             isinstance(position, bool)
