@@ -12,7 +12,15 @@ items are masked from later lists. Arms:
 - ``exposure static``: FA*IR exposure re-ranking at a fixed strength;
 - ``exposure online``: the online controller steers the exposure strength so that the
   position-weighted long-tail share of impressions (the under-served item group) reaches a target;
-- ``group_fair online``: the controller steers the group-fair re-ranker on the gender CTR gap.
+- ``group_fair online``: the controller steers the group-fair re-ranker on the gender CTR gap,
+  either from raw events (fairness monitor privacy off) or, as served by default, from the
+  monitor's differentially private releases.
+
+Every arm except the raw-events one runs the private monitor with one release per 1,000
+events, each user's first 20 events per budget period counted, and a budget period of 10
+releases (about one round, so each round costs epsilon = 1: after 8 rounds 8 in total); the
+noise seed is ``--seed`` (production draws it from the OS). The second table compares the
+monitor's published per-gender CTR with the simulated truth.
 
     python benchmarks/serve_feedback_loop.py [--rounds 8] [--write]
 """
@@ -37,10 +45,21 @@ from debiasrec.serve.monitor import position_weight  # noqa: E402
 K = 10
 CHUNK = 50  # users per request burst (~500 impressions)
 LT_TARGET = 0.25
+PRIVACY = {"release_every": 1000, "period_releases": 10, "max_events_per_user": 20}
 
 
 def arms() -> dict[str, dict]:
     off = {"enabled": False}
+    gf = {
+        "post": "group_fair",
+        "kind": "utility_gap",
+        "target": 0.0,
+        "attr": "gender",
+        "update_every": 500,
+        "gain": 5.0,
+        "max_delta": 0.05,
+        "min_events": 100.0,
+    }
     return {
         "none": {"default_post": "none", "online": off},
         "exposure static (0.5)": {
@@ -59,18 +78,14 @@ def arms() -> dict[str, dict]:
                 "max_delta": 0.05,
             },
         },
-        "group_fair online (CTR gap <= 0)": {
+        "group_fair online (CTR gap <= 0), raw events": {
             "default_post": "group_fair",
-            "online": {
-                "post": "group_fair",
-                "kind": "utility_gap",
-                "target": 0.0,
-                "attr": "gender",
-                "update_every": 500,
-                "gain": 5.0,
-                "max_delta": 0.05,
-                "min_events": 100.0,
-            },
+            "online": gf,
+            "privacy": {"mechanism": "off"},
+        },
+        "group_fair online (CTR gap <= 0), private releases": {
+            "default_post": "group_fair",
+            "online": gf,
         },
     }
 
@@ -118,10 +133,9 @@ def simulate(svc: Service, rounds: int, seed: int) -> dict:
         click = np.concatenate([r[2] for r in rows])
         lt = p.long_tail[np.where(shown, items, 0)] & shown
         ww = np.broadcast_to(w, items.shape)
-        ctr = {
-            str(g): click[gcodes == j].sum() / max(shown[gcodes == j].sum(), 1)
-            for j, g in enumerate(gender.categories)
-        }
+        imp_g = {str(g): int(shown[gcodes == j].sum()) for j, g in enumerate(gender.categories)}
+        clk_g = {str(g): int(click[gcodes == j].sum()) for j, g in enumerate(gender.categories)}
+        ctr = {g: clk_g[g] / max(imp_g[g], 1) for g in imp_g}
         per_round.append(
             {
                 "strength": float(np.mean(strengths)),
@@ -129,12 +143,28 @@ def simulate(svc: Service, rounds: int, seed: int) -> dict:
                 "lt_clicks": int((click & lt).sum()),
                 "clicks": int(click.sum()),
                 "ctr": ctr,
+                "imp": imp_g,
+                "clk": clk_g,
             }
         )
+    fair = svc.fairness()
+    rows = {r["group"]: r for r in fair["user_groups"]["gender"]}
+    imp = {str(g): 0 for g in gender.categories}
+    clk = dict(imp)
+    for r in per_round:
+        for g in imp:
+            imp[g] += r["imp"][g]
+            clk[g] += r["clk"][g]
+    monitor = {
+        g: (rows[f"gender={g}"]["ctr"], rows[f"gender={g}"]["ctr_se"], clk[g] / max(imp[g], 1))
+        for g in imp
+    }
     return {
         "rounds": per_round,
         "final_strength": svc.strength(post),
         "n_adjustments": (svc.online.n_updates if svc.online else 0),
+        "monitor": monitor,
+        "privacy": fair["privacy"],
     }
 
 
@@ -161,6 +191,7 @@ def main() -> None:
                 "model": "itemknn",
                 "store": str(tmp / f"arm{n}.sqlite"),
                 "synchronous": "NORMAL",
+                "privacy": {**PRIVACY, "seed": args.seed},
                 **opts,
             }
         )
@@ -209,10 +240,33 @@ def main() -> None:
         + "\n\nPer round, mean strength / long-tail exposure share of the online arms:\n\n"
         + "\n".join(traj)
     )
+    mon = [
+        "| arm | monitor | releases | "
+        + " | ".join(f"gender={g}: published CTR ± SE / true CTR" for g in groups)
+        + " |",
+        "| --- | --- | ---: | " + " | ".join("---" for _ in groups) + " |",
+    ]
+    for name, res in results.items():
+        pv = res["privacy"]
+        kind = "exact" if pv["mechanism"] == "off" else f"private, epsilon {pv['epsilon']:g}/period"
+        cells = []
+        for g in groups:
+            est, se, true = res["monitor"][g]
+            shown = "-" if est is None else f"{est:.4f} ± {se:.4f}"
+            cells.append(f"{shown} / {true:.4f}")
+        mon.append(f"| {name} | {kind} | {pv.get('releases', '-')} | " + " | ".join(cells) + " |")
+    body += (
+        "\n\nThe fairness monitor at the end of each arm (GET /fairness): published CTR per "
+        "gender with its standard error (sampling + privacy noise), against the CTR over all "
+        "simulated impressions. The private monitor counts each user's first "
+        f"{PRIVACY['max_events_per_user']} events per budget period of "
+        f"{PRIVACY['period_releases']} releases; the open window is not published.\n\n"
+        + "\n".join(mon)
+    )
     print(body)
     if args.write:
         write_section(
-            "serve feedback loop (ML-100K)",
+            "serve feedback loop (ML-100K), private fairness monitor",
             f"python benchmarks/serve_feedback_loop.py --rounds {args.rounds} --write",
             body,
         )

@@ -375,8 +375,13 @@ def report(folder: Path) -> None:
     default=None,
     help="Default post-processor (exposure, group_fair, calibrated, popularity, diversity, none).",
 )
-@click.option("--target", type=float, default=None, help="Online controller target.")
+@click.option("--target", type=float, default=None, help="Online controller target, in [0, 1].")
 @click.option("--no-online", is_flag=True, help="Turn online self-calibration off.")
+@click.option(
+    "--api-key-env",
+    default=None,
+    help="Environment variable holding the API key(s) required on /feedback and /fairness.",
+)
 @click.option(
     "--config",
     "config_path",
@@ -395,6 +400,7 @@ def serve(
     post: str | None,
     target: float | None,
     no_online: bool,
+    api_key_env: str | None,
     config_path: Path | None,
     threads: int,
     log_level: str,
@@ -412,7 +418,14 @@ def serve(
         )
     cfg = load_toml(config_path, ServeConfig) if config_path else ServeConfig()
     over: dict = {
-        k: v for k, v in (("model", model), ("store", store), ("default_post", post)) if v
+        k: v
+        for k, v in (
+            ("model", model),
+            ("store", store),
+            ("default_post", post),
+            ("api_key_env", api_key_env),
+        )
+        if v
     }
     online = cfg.online.model_dump()
     if target is not None:

@@ -202,7 +202,7 @@ def test_sensitive_attributes_never_returned(client) -> None:
 
 
 def test_small_groups_are_suppressed(make_service) -> None:
-    svc = make_service(min_group_users=3)
+    svc = make_service(min_group_users=3, privacy={"mechanism": "off"})
     p = svc.pipeline
     svc.feedback([_event(p.user_ids[0], p.item_ids[0], position=1)])
     rows = svc.fairness()["user_groups"]["gender"]

@@ -8,11 +8,17 @@ Three lines of Python do what ``debiasrec serve DIR`` does::
 
 :class:`Service` (no web framework needed) recommends with explanations and a cold-start
 policy, stores feedback durably (:mod:`debiasrec.serve.store`), keeps the live fairness
-monitor and runs the online self-calibration loop (:mod:`debiasrec.serve.monitor`).
-See ``docs/serving.md``.
+monitor (differentially private releases, :class:`PrivacyConfig`) and runs the online
+self-calibration loop (:mod:`debiasrec.serve.monitor`); the app adds optional API keys and a
+per-client rate limit. See ``docs/serving.md``.
 """
 
-from debiasrec.serve.config import OnlineServeConfig, ServeConfig
+from debiasrec.serve.config import (
+    OnlineServeConfig,
+    PrivacyConfig,
+    RateLimitConfig,
+    ServeConfig,
+)
 from debiasrec.serve.monitor import FairnessMonitor, OnlineLoop
 from debiasrec.serve.pipeline import ServingPipeline, saved_models
 from debiasrec.serve.service import RequestError, Service
@@ -45,6 +51,8 @@ __all__ = [
     "FeedbackStore",
     "OnlineLoop",
     "OnlineServeConfig",
+    "PrivacyConfig",
+    "RateLimitConfig",
     "RequestError",
     "SQLAlchemyStore",
     "SQLiteStore",

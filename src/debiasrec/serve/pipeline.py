@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import ValidationError
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.data.split import Split
@@ -35,6 +36,71 @@ def saved_models(folder: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+def load_saved_model(mdir: Path) -> Recommender:
+    """Load ``mdir`` (``config.json`` + ``state.safetensors``), checking both files first.
+
+    Raises:
+        DataError: invalid JSON or fields in ``config.json``, a missing, truncated or
+            mismatched ``state.safetensors``; the message names the file.
+    """
+    cfg_path, state_path = mdir / "config.json", mdir / "state.safetensors"
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {cfg_path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{cfg_path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "re-run the experiment to write the model again"
+        ) from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{cfg_path} must hold a JSON object, got {type(meta).__name__}")
+    want = {"model": str, "config": dict, "n_users": int, "n_items": int}
+    kinds = {str: "a string", dict: "a JSON object", int: "an integer"}
+    for key, typ in want.items():
+        if key not in meta:
+            raise DataError(f"{cfg_path}: field {key!r} is missing (needs {sorted(want)})")
+        v = meta[key]
+        if not isinstance(v, typ) or isinstance(v, bool):
+            raise DataError(f"{cfg_path}: field {key!r} must be {kinds[typ]}, got {v!r:.60}")
+        if typ is int and v < 1:
+            raise DataError(f"{cfg_path}: field {key!r} must be positive, got {v}")
+    try:
+        cls = model_class(meta["model"])
+    except ConfigError as exc:
+        raise DataError(f"{cfg_path}: field 'model': {exc}") from None
+    try:
+        cls.Config.model_validate(meta["config"])
+    except ValidationError as exc:
+        parts = [f"config.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise DataError(
+            f"{cfg_path}: invalid {meta['model']} settings: {'; '.join(parts)}"
+        ) from None
+    if not state_path.is_file():
+        raise DataError(f"{state_path} is missing: the saved model has no weights")
+    try:
+        model = cls.load(mdir)
+    except Exception as exc:  # noqa: BLE001 - any failure to read these files is bad input
+        raise DataError(
+            f"{state_path} cannot be loaded as the saved {meta['model']!r} model "
+            f"({type(exc).__name__}: {exc}); the file is truncated or does not belong to "
+            f"{cfg_path}: re-run the experiment"
+        ) from None
+    try:
+        s = np.asarray(model.score(np.array([0], dtype=np.int64)))
+    except Exception as exc:  # noqa: BLE001 - a shape mismatch between the two files
+        raise DataError(
+            f"{state_path} does not match {cfg_path} (scoring failed: "
+            f"{type(exc).__name__}: {exc}); re-run the experiment"
+        ) from None
+    if s.shape != (1, meta["n_items"]):
+        raise DataError(
+            f"{state_path} does not match {cfg_path}: scores have shape {s.shape}, expected "
+            f"(1, {meta['n_items']})"
+        )
+    return model
 
 
 class ServingPipeline:
@@ -85,9 +151,7 @@ class ServingPipeline:
             self.label = cfg.model
         else:
             raise ConfigError(f"no saved model {cfg.model!r} in {self.folder}; saved: {labels}")
-        mdir = self.folder / "models" / self.label
-        meta = json.loads((mdir / "config.json").read_text())
-        self.model: Recommender = model_class(meta["model"]).load(mdir)
+        self.model: Recommender = load_saved_model(self.folder / "models" / self.label)
         if prepared is not None:
             ds, split = prepared
             self._check_data(ds)
@@ -316,4 +380,4 @@ class ServingPipeline:
         return out
 
 
-__all__ = ["ServingPipeline", "saved_models"]
+__all__ = ["ServingPipeline", "load_saved_model", "saved_models"]

@@ -11,12 +11,17 @@ faster (in WAL mode the WAL is fsynced only at checkpoints); it still survives a
 Tables (created on first use):
 
 - ``events``: one row per feedback event (``seq`` autoincrement, client ``event_id`` unique when
-  given, so a retried request is not counted twice);
-- ``adjustments``: one row per online-controller update (strength, measured value, step).
+  given, so a retried request is not counted twice; an ``event_id`` sent again with a different
+  payload is refused with :class:`EventConflict` and nothing of that request is stored);
+- ``adjustments``: one row per online-controller update (strength, measured value, step);
+- ``releases``: the fairness monitor's published noisy releases (so that a restart publishes
+  the same numbers instead of drawing fresh noise);
+- ``meta``: small key/value settings (the monitor's release series).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -41,6 +46,7 @@ EVENT_COLUMNS = (
     "request_id",
 )
 ADJUSTMENT_COLUMNS = ("at", "post", "kind", "strength", "value", "delta", "n_events")
+PAYLOAD_FIELDS = ("user_id", "item_id", "type", "value", "position", "request_id")
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -64,6 +70,19 @@ CREATE TABLE IF NOT EXISTS adjustments (
     delta REAL NOT NULL,
     n_events INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS releases (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    series TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    end_seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    UNIQUE (series, release)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -78,6 +97,47 @@ class Event:
     position: int | None = None
     request_id: str | None = None
     event_id: str | None = None
+
+
+class EventConflict(DataError):
+    """An ``event_id`` that is already stored (or repeated in the batch) with another payload."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass(frozen=True)
+class Release:
+    """One published release of the fairness monitor (see :mod:`debiasrec.serve.monitor`)."""
+
+    series: str
+    release: int
+    end_seq: int
+    at: float
+    payload: dict[str, Any]
+
+
+def _payload(e: Event) -> tuple[Any, ...]:
+    return (
+        e.user_id,
+        e.item_id,
+        e.type,
+        None if e.value is None else float(e.value),
+        None if e.position is None else int(e.position),
+        e.request_id,
+    )
+
+
+def _conflict(n: int, e: Event, stored: tuple[Any, ...]) -> EventConflict:
+    # name the fields that differ, never the stored values (they may be another client's)
+    diff = [f for f, a, b in zip(PAYLOAD_FIELDS, stored, _payload(e), strict=True) if a != b]
+    return EventConflict(
+        f"events[{n}]: event_id {e.event_id!r} was already used for a different event "
+        f"(differs in: {', '.join(diff)}); an event_id identifies one event: retry with the "
+        "same payload or use a new id",
+        n,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,13 +158,26 @@ class FeedbackStore(ABC):
 
     kind: str = "store"
 
-    @abstractmethod
     def add_events(self, events: Sequence[Event]) -> list[int]:
-        """Insert ``events`` in one committed transaction.
+        """Insert ``events`` in one committed transaction (see :meth:`insert`).
 
         Returns:
             The store sequence number of each event (an event whose ``event_id`` was already
             stored gets the earlier number and is not inserted again).
+        """
+        return self.insert(events)[0]
+
+    @abstractmethod
+    def insert(self, events: Sequence[Event]) -> tuple[list[int], list[bool]]:
+        """Insert ``events`` in one committed transaction, all or nothing.
+
+        Returns:
+            ``(seqs, new)``: the sequence number of each event and whether it was inserted now
+            (False: its ``event_id`` was already stored with the same payload).
+
+        Raises:
+            EventConflict: an ``event_id`` already stored (or earlier in ``events``) with a
+                different payload; nothing is stored.
         """
 
     @abstractmethod
@@ -122,6 +195,26 @@ class FeedbackStore(ABC):
     @abstractmethod
     def count(self) -> int:
         """Number of stored events."""
+
+    @abstractmethod
+    def last_seq(self) -> int:
+        """The largest event sequence number (0 when empty)."""
+
+    @abstractmethod
+    def add_release(self, release: Release) -> None:
+        """Store one monitor release (committed)."""
+
+    @abstractmethod
+    def releases(self, series: str) -> list[Release]:
+        """The stored releases of ``series``, in release order."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting (None if absent)."""
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting (committed)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -169,16 +262,17 @@ class SQLiteStore(FeedbackStore):
         with self._lock:
             return self._con.execute(f"PRAGMA {name}").fetchone()[0]
 
-    def add_events(self, events: Sequence[Event]) -> list[int]:
+    def insert(self, events: Sequence[Event]) -> tuple[list[int], list[bool]]:
         if not events:
-            return []
+            return [], []
         rows = _rows(events, time.time())
         with self._lock:
             cur = self._con.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 seqs: list[int] = []
-                for row in rows:
+                new: list[bool] = []
+                for n, (e, row) in enumerate(zip(events, rows, strict=True)):
                     cur.execute(
                         "INSERT OR IGNORE INTO events (event_id, received_at, user_id, item_id, "
                         "type, value, position, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -186,19 +280,23 @@ class SQLiteStore(FeedbackStore):
                     )
                     if cur.rowcount == 1:
                         seqs.append(int(cur.lastrowid or 0))
-                    else:  # duplicate event_id: already stored
-                        seqs.append(
-                            int(
-                                cur.execute(
-                                    "SELECT seq FROM events WHERE event_id = ?", (row[0],)
-                                ).fetchone()[0]
-                            )
-                        )
+                        new.append(True)
+                        continue
+                    # duplicate event_id: already stored; the same event, or a conflict
+                    got = cur.execute(
+                        "SELECT seq, " + ", ".join(PAYLOAD_FIELDS) + " FROM events "
+                        "WHERE event_id = ?",
+                        (row[0],),
+                    ).fetchone()
+                    if tuple(got[1:]) != _payload(e):
+                        raise _conflict(n, e, tuple(got[1:]))
+                    seqs.append(int(got[0]))
+                    new.append(False)
                 cur.execute("COMMIT")  # durable (fsync with synchronous=FULL) before we return
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        return seqs
+        return seqs, new
 
     def add_adjustment(self, adj: Adjustment) -> None:
         with self._lock:
@@ -228,6 +326,47 @@ class SQLiteStore(FeedbackStore):
     def count(self) -> int:
         with self._lock:
             return int(self._con.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def last_seq(self) -> int:
+        with self._lock:
+            got = self._con.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        return int(got or 0)
+
+    def add_release(self, release: Release) -> None:
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO releases (series, release, end_seq, at, payload) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    release.series,
+                    release.release,
+                    release.end_seq,
+                    release.at,
+                    json.dumps(release.payload),
+                ),
+            )
+
+    def releases(self, series: str) -> list[Release]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT series, release, end_seq, at, payload FROM releases WHERE series = ? "
+                "ORDER BY release",
+                (series,),
+            ).fetchall()
+        return [Release(r[0], int(r[1]), int(r[2]), float(r[3]), json.loads(r[4])) for r in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            got = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if got is None else str(got[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -283,37 +422,60 @@ class SQLAlchemyStore(FeedbackStore):
             sa.Column("delta", sa.Float, nullable=False),
             sa.Column("n_events", sa.Integer, nullable=False),
         )
+        self._rel = sa.Table(
+            "releases",
+            md,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("series", sa.String(64), nullable=False),
+            sa.Column("release", sa.Integer, nullable=False),
+            sa.Column("end_seq", sa.Integer, nullable=False),
+            sa.Column("at", sa.Float, nullable=False),
+            sa.Column("payload", sa.Text, nullable=False),
+            sa.UniqueConstraint("series", "release"),
+        )
+        self._meta = sa.Table(
+            "meta",
+            md,
+            sa.Column("key", sa.String(128), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
         try:
             md.create_all(self._engine)
         except Exception as exc:
             raise ConfigError(f"cannot open feedback store {url!r}: {exc}") from None
         self._lock = threading.Lock()  # keeps the duplicate check and insert atomic in-process
 
-    def add_events(self, events: Sequence[Event]) -> list[int]:
+    def insert(self, events: Sequence[Event]) -> tuple[list[int], list[bool]]:
         if not events:
-            return []
+            return [], []
         sa, t = self._sa, self._events
         now = time.time()
-        with self._lock, self._engine.begin() as con:  # commits on exit, before we return
+        # commits on exit, before we return; an EventConflict rolls the whole batch back
+        with self._lock, self._engine.begin() as con:
             ids = [e.event_id for e in events if e.event_id is not None]
-            known: dict[str, int] = {}
+            known: dict[str, tuple[int, tuple[Any, ...]]] = {}
             if ids:
-                for eid, seq in con.execute(
-                    sa.select(t.c.event_id, t.c.seq).where(t.c.event_id.in_(ids))
-                ):
-                    known[eid] = int(seq)
+                cols = [t.c.event_id, t.c.seq, *(t.c[f] for f in PAYLOAD_FIELDS)]
+                for r in con.execute(sa.select(*cols).where(t.c.event_id.in_(ids))):
+                    known[r[0]] = (int(r[1]), tuple(r[2:]))
             seqs: list[int] = []
-            for row in _rows(events, now):
+            new: list[bool] = []
+            for n, (e, row) in enumerate(zip(events, _rows(events, now), strict=True)):
                 eid = row[0]
                 if eid is not None and eid in known:
-                    seqs.append(known[eid])
+                    seq, stored = known[eid]
+                    if stored != _payload(e):
+                        raise _conflict(n, e, stored)
+                    seqs.append(seq)
+                    new.append(False)
                     continue
                 res = con.execute(t.insert().values(dict(zip(EVENT_COLUMNS, row, strict=True))))
                 seq = int(res.inserted_primary_key[0])
                 seqs.append(seq)
+                new.append(True)
                 if eid is not None:
-                    known[eid] = seq
-        return seqs
+                    known[eid] = (seq, _payload(e))
+        return seqs, new
 
     def add_adjustment(self, adj: Adjustment) -> None:
         with self._engine.begin() as con:
@@ -354,6 +516,44 @@ class SQLAlchemyStore(FeedbackStore):
         with self._engine.connect() as con:
             return int(con.execute(sa.select(sa.func.count()).select_from(self._events)).scalar())
 
+    def last_seq(self) -> int:
+        sa = self._sa
+        with self._engine.connect() as con:
+            return int(con.execute(sa.select(sa.func.max(self._events.c.seq))).scalar() or 0)
+
+    def add_release(self, release: Release) -> None:
+        with self._engine.begin() as con:
+            con.execute(
+                self._rel.insert().values(
+                    series=release.series,
+                    release=release.release,
+                    end_seq=release.end_seq,
+                    at=release.at,
+                    payload=json.dumps(release.payload),
+                )
+            )
+
+    def releases(self, series: str) -> list[Release]:
+        sa, t = self._sa, self._rel
+        q = sa.select(t.c.series, t.c.release, t.c.end_seq, t.c.at, t.c.payload)
+        with self._engine.connect() as con:
+            rows = list(con.execute(q.where(t.c.series == series).order_by(t.c.release)))
+        return [Release(r[0], int(r[1]), int(r[2]), float(r[3]), json.loads(r[4])) for r in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        sa, t = self._sa, self._meta
+        with self._engine.connect() as con:
+            got = con.execute(sa.select(t.c.value).where(t.c.key == key)).scalar()
+        return None if got is None else str(got)
+
+    def set_meta(self, key: str, value: str) -> None:
+        sa, t = self._sa, self._meta
+        with self._lock, self._engine.begin() as con:
+            if con.execute(sa.select(t.c.key).where(t.c.key == key)).first() is None:
+                con.execute(t.insert().values(key=key, value=value))
+            else:
+                con.execute(t.update().where(t.c.key == key).values(value=value))
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -378,7 +578,9 @@ __all__ = [
     "EVENT_COLUMNS",
     "Adjustment",
     "Event",
+    "EventConflict",
     "FeedbackStore",
+    "Release",
     "SQLAlchemyStore",
     "SQLiteStore",
     "open_store",

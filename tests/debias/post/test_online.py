@@ -59,3 +59,10 @@ def test_no_step_without_enough_data_and_config_checked() -> None:
         OnlineController(kind="utility_gap", target=0.1, init=2.0)
     with pytest.raises(ConfigError):
         OnlineController(kind="utility_gap", target=0.1, max_step=0.1)
+
+
+@pytest.mark.parametrize("field", ["target", "gain", "max_delta", "min_events", "lo"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_settings_are_refused(field, bad) -> None:
+    with pytest.raises(ConfigError, match=field):
+        OnlineController(**{"kind": "utility_gap", "target": 0.1, field: bad})

@@ -36,7 +36,7 @@ from debiasrec.errors import DataError
 class OnlineConfig(BaseModel):
     """Options of :class:`OnlineController`; unknown keys fail at construction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["utility_gap", "exposure_share"]
     op: Literal["<=", ">="] | None = None
