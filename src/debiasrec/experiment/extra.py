@@ -40,11 +40,13 @@ def extra_metrics(
     embeddings: np.ndarray | None = None,
     folds: int = 3,
     probe_seed: int = 0,
+    calibration: bool = True,
 ) -> Evaluation:
     """``ev`` with calibration and leakage rows (and ``miscalibration@K`` per user) added.
 
     ``rng`` seeds the bootstrap; the probes use ``probe_seed`` (the same folds for every method
-    and seed, so identical lists give identical leakage).
+    and seed, so identical lists give identical leakage). ``calibration=False`` skips
+    miscalibration (no training history to compare with, e.g. an audit without ``--train``).
     """
     cfg = config
     k = cfg.ks[0]
@@ -60,7 +62,7 @@ def extra_metrics(
             np.asarray(cat.codes)[users], categories=cat.categories, ordered=cat.ordered
         )
     col = test.schema.item_categories[0] if test.schema.item_categories else None
-    if col is not None and col in train.item_table.columns and len(users):
+    if calibration and col is not None and col in train.item_table.columns and len(users):
         feats = train.item_category_matrix(col)[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
