@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 bad input or config (one clear message, no traceback), 1 int
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -438,7 +439,11 @@ def report(folder: Path) -> None:
 
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
-    click.echo(str(write_report(folder)))
+    try:
+        path = write_report(folder)
+    except OSError as exc:
+        raise DataError(f"cannot write the report into {folder}: {exc}") from None
+    click.echo(str(path))
     _err(f"markdown summary: {folder / 'report.md'}")
 
 
@@ -560,10 +565,24 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Leave the process with ``code``.
+
+    After Ctrl-C, worker threads of the interrupted step (pandas' parallel CSV reader, for one)
+    may still be running native code; finalising the interpreter under them can crash it (exit
+    -11 instead of 130). So an interrupted command flushes its output and exits at once.
+    """
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 def app() -> None:  # pragma: no cover - console script
     """Console-script entry point (``debiasrec``)."""
-    sys.exit(main())
+    _exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    _exit(main())

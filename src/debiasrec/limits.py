@@ -118,10 +118,17 @@ def topk_bytes(n_users: int, k: int) -> int:
     return int(n_users) * int(k) * (8 + 4)
 
 
+#: Workspace of the chunked bootstrap draws (int32 indices, counts, float64 weights of at most
+#: ``2**21`` elements; :func:`debiasrec.metrics.fairness.by_group`).
+BOOTSTRAP_WORKSPACE = 24 * 2**21
+
+
 def bootstrap_bytes(n_boot: int, n_groups: int, n_metrics: int) -> int:
     """Peak bytes of bootstrap replicates: ``[n_boot, n_groups, n_metrics]`` float64, about
-    three live copies at once (replicates, the quantile's sorted copy, and its output)."""
-    return 3 * 8 * int(n_boot) * max(1, int(n_groups)) * max(1, int(n_metrics))
+    three live copies at once (replicates, the quantile's sorted copy, and its output), plus
+    the draws' workspace :data:`BOOTSTRAP_WORKSPACE`."""
+    reps = 8 * int(n_boot) * max(1, int(n_groups)) * max(1, int(n_metrics))
+    return 3 * reps + BOOTSTRAP_WORKSPACE
 
 
 def check_seed(value: object, field: str) -> int:

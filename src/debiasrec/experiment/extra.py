@@ -107,6 +107,12 @@ def extra_metrics(
     )
 
 
+#: Largest dense multi-hot matrix (bytes) the lists' representation is built as; larger ones
+#: (many users x a big catalogue) go through a sparse matrix instead (same numbers up to
+#: rounding; the dense path keeps small runs bit-identical to earlier versions).
+DENSE_REPRESENTATION_BYTES = 256 * 2**20
+
+
 def _recs_embedding(
     topk: np.ndarray, n_items: int, k: int, *, seed: int, dim: int = 64
 ) -> np.ndarray:
@@ -114,17 +120,32 @@ def _recs_embedding(
 
     The same representation as :func:`debiasrec.metrics.leakage.recs_representation`, computed
     with ``torch.svd_lowrank`` (Halko et al.), which runs on torch's thread pool and so respects
-    ``torch.set_num_threads`` (numpy's BLAS threads oversubscribe a busy machine).
+    ``torch.set_num_threads`` (numpy's BLAS threads oversubscribe a busy machine). Beyond
+    :data:`DENSE_REPRESENTATION_BYTES` the multi-hot matrix stays sparse (memory ~ users x k).
     """
     import torch
 
-    x = recs_representation(topk, n_items, k=k, svd_dim=None)
-    q = min(dim, min(x.shape) - 1)
-    if q < 1:
-        return x
+    n = len(topk)
+    if n * n_items * 8 <= DENSE_REPRESENTATION_BYTES or min(n, n_items) <= 1:
+        x = recs_representation(topk, n_items, k=k, svd_dim=None)
+        q = min(dim, min(x.shape) - 1)
+        if q < 1:
+            return x
+        a = torch.from_numpy(x)
+    else:
+        top = np.asarray(topk)[:, :k]
+        valid = top >= 0
+        rows = np.nonzero(valid)[0]
+        a = torch.sparse_coo_tensor(
+            torch.from_numpy(np.vstack([rows, top[valid]])),
+            torch.ones(len(rows), dtype=torch.float64),
+            size=(n, n_items),
+            check_invariants=False,  # indices built here: in range by construction
+        ).coalesce()
+        q = min(dim, min(n, n_items) - 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        u, s, _ = torch.svd_lowrank(torch.from_numpy(x), q=q, niter=4)
+        u, s, _ = torch.svd_lowrank(a, q=q, niter=4)
     return (u * s).numpy()
 
 
