@@ -453,7 +453,9 @@ def purify(
     # ---- duplicates (on surviving rows), implicit threshold, k-core
     step(PURIFY_STEPS[4])
     idx = np.flatnonzero(alive)
-    key = ucode[idx].astype(np.int64) * max(len(uniq_i), 1) + icode[idx]
+    key = ucode[idx]  # a copy (int64): pair key = user code * n_items + item code, in place
+    key *= max(len(uniq_i), 1)
+    key += icode[idx]
     # One hash pass finds the rows whose pair repeats; only those are ordered (by pair, then
     # time when known, then row order) to pick the row kept: the first or the last.
     repeated = np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
@@ -479,7 +481,7 @@ def purify(
         )
     mask = np.zeros(n, dtype=bool)
     mask[idx[dup]] = True
-    del key, dup, repeated
+    del key, dup, repeated, idx
     drop("duplicate", mask)
 
     if cfg.implicit_threshold is not None:
@@ -502,11 +504,15 @@ def purify(
             live &= ~bad
         mask = np.zeros(n, dtype=bool)
         mask[idx[~live]] = True
+        del idx, uc, ic, live
         drop("kcore", mask)
 
     # ---- assemble
     step(PURIFY_STEPS[5])
     rows = np.flatnonzero(alive)
+    u_seen = np.bincount(ucode[rows], minlength=len(uniq_u)) > 0
+    i_seen = np.bincount(icode[rows], minlength=len(uniq_i)) > 0
+    del ucode, icode  # the biggest arrays left: free them before the dataset is built
     out = pd.DataFrame(
         {"user_id": _tidy_ids(u_ser.iloc[rows]), "item_id": _tidy_ids(i_ser.iloc[rows])}
     )
@@ -520,12 +526,12 @@ def purify(
         notes.append(f"interaction columns {extra} are not kept in the Dataset")
 
     if users is not None:
-        seen = pd.Series(uniq_u[np.bincount(ucode[rows], minlength=len(uniq_u)) > 0])
+        seen = pd.Series(uniq_u[u_seen])
         present = _codes(pd.Index(seen), users["user_id"]) >= 0
         removed_users["no_interactions"] = int((~present).sum())
         users = users.loc[present].reset_index(drop=True)
     if items is not None:
-        seen = pd.Series(uniq_i[np.bincount(icode[rows], minlength=len(uniq_i)) > 0])
+        seen = pd.Series(uniq_i[i_seen])
         present = _codes(pd.Index(seen), items["item_id"]) >= 0
         removed_items["no_interactions"] = int((~present).sum())
         items = items.loc[present].reset_index(drop=True)

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.data.loaders import RawData, attribute_names, load_table
+from debiasrec.data.loaders import attribute_names, load_table
 from debiasrec.data.purify import PURIFY_STEPS, PurifyConfig, purify, require_rows
 from debiasrec.data.split import Split
 from debiasrec.errors import ConfigError, DataError
@@ -341,42 +341,31 @@ def run_audit(
     step(AUDIT_STEPS[0])
     recs = read_recs(cfg.recs)
     step(AUDIT_STEPS[1])
-    test_raw = load_table(cfg.test, cfg.users, cfg.items, sensitive=cfg.attrs)
-    train_frame = None
-    if cfg.train is not None:
+    raw = load_table(cfg.test, cfg.users, cfg.items, sensitive=cfg.attrs)
+    n_test = len(raw.interactions)
+    if cfg.train is not None:  # test rows first, so a pair in both files counts as held out
         train_frame = load_table(cfg.train, sensitive=[]).interactions
-    inter = test_raw.interactions.assign(_part=np.int8(2))
-    if train_frame is not None:
-        inter = pd.concat([inter, train_frame.assign(_part=np.int8(0))], ignore_index=True)
+        raw.interactions = pd.concat([raw.interactions, train_frame], ignore_index=True)
         del train_frame
-    raw = RawData(
-        inter,
-        test_raw.users,
-        test_raw.items,
-        test_raw.schema,
-        "audit",
-        str(cfg.test),
-        users_source=test_raw.users_source,
-    )
-    del inter
+    raw.name, users_table, items_table = "audit", raw.users, raw.items
     ds, report = purify(
         raw, PurifyConfig(duplicates="keep_first"), sensitive=cfg.attrs, on_step=step
     )
+    del raw
     require_rows(report, f"{cfg.test}" + (f" and {cfg.train}" if cfg.train else ""))
     step("match test and train rows")
-    # purify keeps interaction order and says which input rows it kept (test rows come first,
-    # so a pair in both files counts as held out).
+    # purify keeps interaction order and says which input rows it kept: the first n_test rows
+    # are the test file's.
     assert report.kept_rows is not None
-    part = raw.interactions["_part"].to_numpy()[report.kept_rows]
-    del raw
-    ds = _with_catalog(ds, test_raw.items, recs)
+    part = np.where(report.kept_rows < n_test, np.int8(2), np.int8(0))
+    ds = _with_catalog(ds, items_table, recs)
 
     # Users known to the users table but without any kept interaction cannot be evaluated.
     rec_users = _lookup(ds.user_vocab, recs["user_id"])
     ignored = 0
     if (rec_users < 0).any():
-        assert test_raw.users is not None  # load_table was given a users file
-        table_ids = pd.Index(test_raw.users["user_id"].dropna().drop_duplicates())
+        assert users_table is not None  # load_table was given a users file
+        table_ids = pd.Index(users_table["user_id"].dropna().drop_duplicates())
         outside = rec_users < 0
         unknown = outside & (_lookup(table_ids, recs["user_id"]) < 0)
         if unknown.any():
