@@ -358,6 +358,8 @@ def purify(
     i_ser = inter["item_id"]
     ucode, uniq_u = pd.factorize(u_ser)  # missing -> -1, which indexes the appended sentinel
     icode, uniq_i = pd.factorize(i_ser)
+    if max(len(uniq_u), len(uniq_i)) < 2**31:  # half the memory for the rest of purify
+        ucode, icode = ucode.astype(np.int32), icode.astype(np.int32)
     u_blank = np.append(_missing(pd.Series(uniq_u)), True)
     i_blank = np.append(_missing(pd.Series(uniq_i)), True)
     drop("missing_id", u_blank[ucode] | i_blank[icode])
@@ -453,7 +455,7 @@ def purify(
     # ---- duplicates (on surviving rows), implicit threshold, k-core
     step(PURIFY_STEPS[4])
     idx = np.flatnonzero(alive)
-    key = ucode[idx]  # a copy (int64): pair key = user code * n_items + item code, in place
+    key = ucode[idx].astype(np.int64)  # pair key = user code * n_items + item code
     key *= max(len(uniq_i), 1)
     key += icode[idx]
     # One hash pass finds the rows whose pair repeats; only those are ordered (by pair, then
