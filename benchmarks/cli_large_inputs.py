@@ -97,6 +97,43 @@ def commands(folder: Path, out: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def audit_steps(folder: Path) -> list[tuple[str, float, float]]:
+    """(step, seconds, RSS MiB at its end) of ``run_audit`` in this process (the code on
+    ``sys.path``), from its progress callback."""
+    import resource
+    import warnings
+
+    from debiasrec.experiment.audit import AuditConfig, run_audit
+
+    def rss() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    marks: list[tuple[str, float, float]] = []
+    cfg = AuditConfig(
+        recs=str(folder / "recs.csv"), test=str(folder / "test.csv"),
+        users=str(folder / "users.csv"), attrs=["gender"], k=10, n_boot=200,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_audit(
+            cfg,
+            folder / "audit-steps",
+            on_step=lambda n: marks.append((n, time.perf_counter(), rss())),
+        )
+    marks.append(("end", time.perf_counter(), rss()))
+    out = [
+        (name, t1 - t0, mem)  # RSS when the step ended
+        for (name, t0, _), (_, t1, mem) in zip(marks[:-1], marks[1:], strict=True)
+    ]
+    out.append(
+        ("peak RSS", float("nan"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    )
+    return out
+
+
 def loadavg() -> float:
     try:
         return float(Path("/proc/loadavg").read_text().split()[0])
@@ -161,7 +198,16 @@ def main() -> None:
     m.add_argument("--code", action="append", required=True, help="LABEL=PYTHONPATH")
     m.add_argument("--repeat", type=int, default=2)
     m.add_argument("--write", action="store_true", help="write the section into RESULTS.md")
+    m.add_argument("--note", default="", help="text added to the section (e.g. the commits)")
+    st = sub.add_parser("steps", help="seconds per step of audit, in this process")
+    st.add_argument("folder", type=Path)
     a = ap.parse_args()
+    if a.cmd == "steps":
+        print(f"load before: {loadavg():.2f}")
+        for name, sec, mem in audit_steps(a.folder):
+            print(f"| {name} | {sec:.1f} | {mem:,.0f} |")
+        print(f"load after: {loadavg():.2f}")
+        return
     if a.cmd == "generate":
         generate(a.folder, int(a.rows), a.users, a.items, a.seed)
         return
@@ -204,6 +250,8 @@ def main() -> None:
         "Codes: " + ", ".join(f"{k} = `PYTHONPATH={v}`" for k, v in codes.items()) + ".",
         "/proc/loadavg at the end: `" + Path("/proc/loadavg").read_text().strip() + "`.",
     ]
+    if a.note:
+        lines += ["", a.note]
     if not quiet:
         lines.append(
             "\n**Not final**: the 1-minute load exceeded 1.5 during the runs (shared machine)."

@@ -127,7 +127,11 @@ def _source_options(f):
     f = click.option(
         "--format", "fmt", default=None, help="csv or parquet (default: by extension)."
     )(f)
-    f = click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")(f)
+    f = click.option(
+        "--delimiter",
+        default=None,
+        help="CSV delimiter, one character ('\\t' or 'tab' for a tab; default: detected).",
+    )(f)
     f = click.option(
         "--sensitive",
         default=None,
@@ -336,7 +340,12 @@ def demo(out: Path, quick: bool, threads: int | None, cache: Path | None) -> Non
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @_quiet_option
 def audit(recs, test, users, attr, k, items, train, n_boot, seed, out, quiet) -> None:
-    """Measure the bias of recommendations made by any system."""
+    """Measure the bias of recommendations made by any system.
+
+    Accuracy overall and per group with gaps and bootstrap CIs, beyond-accuracy and exposure
+    metrics, and attribute leakage: how well a fresh probe predicts each attribute from the
+    top-K lists alone (leakage_auc@K; 0.5 = none). Writes the result folder of `run`.
+    """
     from debiasrec.config import validate
     from debiasrec.experiment.audit import AUDIT_STEPS, AuditConfig, run_audit
     from debiasrec.report.tables import summary_table, to_text

@@ -517,3 +517,18 @@ def test_audit_leakage_rows_in_the_result_folder(cli, case, tmp_path) -> None:
         res = _audit(cli, case)
     assert res.code == 0
     assert not _values(case["out"]).index.get_level_values(0).str.startswith("leakage").any()
+
+
+def test_audit_config_checks_attrs_and_seed(case) -> None:
+    from debiasrec.config import validate
+    from debiasrec.errors import ConfigError
+
+    base = {"recs": "r", "test": "t", "users": "u"}
+    with pytest.raises(ConfigError, match="attrs.*'gender' is given more than once"):
+        validate(AuditConfig, {**base, "attrs": ["gender", "gender"]})
+    with pytest.raises(ConfigError, match="at least one sensitive attribute"):
+        validate(AuditConfig, {**base, "attrs": []})
+    for seed in (-1, 2**63):
+        with pytest.raises(ConfigError, match="seed"):
+            validate(AuditConfig, {**base, "attrs": ["gender"], "seed": seed})
+    assert validate(AuditConfig, {**base, "attrs": ["gender"], "seed": 2**63 - 1}).seed == 2**63 - 1
