@@ -56,22 +56,30 @@ def _truncate(path: Path) -> None:
             ["results.parquet", "lacks column(s)", "'method'"],
         ),
         (
-            lambda f: pd.read_parquet(f / "results.parquet")
-            .iloc[:0]
-            .to_parquet(f / "results.parquet"),
+            lambda f: (
+                pd.read_parquet(f / "results.parquet").iloc[:0].to_parquet(f / "results.parquet")
+            ),
             ["results.parquet", "has no rows"],
         ),
         (
-            lambda f: pd.read_parquet(f / "results.parquet")
-            .astype({"value": str})
-            .to_parquet(f / "results.parquet"),
+            lambda f: (
+                pd.read_parquet(f / "results.parquet")
+                .astype({"value": str})
+                .to_parquet(f / "results.parquet")
+            ),
             ["results.parquet", "'value' must hold numbers"],
         ),
         (lambda f: _truncate(f / "aggregate.parquet"), ["aggregate.parquet", "not a readable"]),
         (lambda f: _truncate(f / "recs" / "bpr.parquet"), ["bpr.parquet", "not a readable"]),
-        (lambda f: (f / "summary.json").write_text("{not json"), ["summary.json", "not valid JSON"]),
+        (
+            lambda f: (f / "summary.json").write_text("{not json"),
+            ["summary.json", "not valid JSON"],
+        ),
         (lambda f: (f / "summary.json").write_bytes(b"\xff\xfe{}"), ["summary.json", "JSON"]),
-        (lambda f: (f / "summary.json").write_text("[1, 2]"), ["summary.json", "not a JSON object"]),
+        (
+            lambda f: (f / "summary.json").write_text("[1, 2]"),
+            ["summary.json", "not a JSON object"],
+        ),
     ],
     ids=[
         "truncated-results",

@@ -155,7 +155,9 @@ def split_from_frames(
         name = ("train", "valid", "test")[label]
         for col in ("user_id", "item_id"):
             if col not in frame.columns:
-                raise DataError(f"{name} split has no column {col!r}; columns: {list(frame.columns)}")
+                raise DataError(
+                    f"{name} split has no column {col!r}; columns: {list(frame.columns)}"
+                )
         u = _lookup(ds.user_vocab, frame["user_id"])
         i = _lookup(ds.item_vocab, frame["item_id"])
         bad = (u < 0) | (i < 0)
@@ -214,9 +216,7 @@ def make_split(
 RATIO_SUM_TOL = 1e-6
 
 
-def check_ratios(
-    ratios: Sequence[float], *, normalise: bool = False
-) -> tuple[float, float, float]:
+def check_ratios(ratios: Sequence[float], *, normalise: bool = False) -> tuple[float, float, float]:
     """Split ratios (train, valid, test) as three floats summing to 1.
 
     Args:
