@@ -340,3 +340,29 @@ def test_normalised_split_equals_the_unit_sum_split() -> None:
     c = temporal_split(ds, (8, 1, 1), normalise=True)
     d = temporal_split(ds, (0.8, 0.1, 0.1))
     assert [len(p) for p in c] == [len(p) for p in d]
+
+
+# ---------------------------------------------------------------------------- Ctrl-C while reading
+
+
+def test_interrupts_are_held_until_the_read_ends() -> None:
+    import os
+    import signal
+
+    from debiasrec.data.loaders import interrupts_deferred
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has a non-default handler in this process")
+    reached = []
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        reached.append("after the first Ctrl-C")  # held: the block goes on
+    assert reached and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C stops at once
+        reached.append("never")
+    assert reached == ["after the first Ctrl-C"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_deferred():  # no Ctrl-C: nothing raised
+        pass

@@ -17,11 +17,14 @@ the line where applicable, and what to do.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
+import signal
+import threading
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -806,6 +809,38 @@ def check_delimiter(delimiter: str | None) -> str | None:
     return delimiter
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise ``KeyboardInterrupt``.
+
+    pandas reads a large CSV path with worker threads over a memory map; a ``KeyboardInterrupt``
+    in the middle leaves the reading function while a worker still parses, and the process dies
+    of a segmentation fault instead of exiting cleanly. A second Ctrl-C interrupts at once.
+    Only in the main thread, and only when SIGINT has Python's default handler (an
+    application's own handler is left alone); the previous handler is always restored.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def _infer_format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         fmt = fmt.lower()
@@ -866,7 +901,8 @@ def _read_table(
     else:
         sep = delimiter if delimiter is not None else _sniff(p, encoding)
         try:
-            df = pd.read_csv(p, sep=sep, encoding=encoding, engine="c")
+            with interrupts_deferred():
+                df = pd.read_csv(p, sep=sep, encoding=encoding, engine="c")
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"{p} cannot be decoded as {encoding}; pass encoding='latin-1' (or the file's "

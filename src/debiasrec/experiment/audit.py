@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from debiasrec.data.dataset import Dataset
-from debiasrec.data.loaders import attribute_names, load_table
+from debiasrec.data.loaders import attribute_names, interrupts_deferred, load_table
 from debiasrec.data.purify import PURIFY_STEPS, PurifyConfig, purify, require_rows
 from debiasrec.data.split import Split
 from debiasrec.errors import ConfigError, DataError
@@ -105,7 +105,8 @@ def read_recs(path: str | Path) -> pd.DataFrame:
                 sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
             except csv.Error:
                 sep = ","
-            df = pd.read_csv(p, sep=sep)
+            with interrupts_deferred():  # see there: Ctrl-C mid-read can crash pandas
+                df = pd.read_csv(p, sep=sep)
     except DataError:
         raise
     except UnicodeDecodeError as exc:
