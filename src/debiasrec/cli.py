@@ -5,6 +5,7 @@ Exit codes: 0 ok, 2 bad input or config (one clear message, no traceback), 1 int
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +47,25 @@ def _attr_list(value: str | None, option: str) -> list[str] | None:
     if value is None:
         return None
     return attribute_names(value, option)
+
+
+@contextlib.contextmanager
+def _writing(out: Path):
+    """An OSError on ``out``, a path inside it or one of its parents (not writable, disk full, a
+    file in the way) becomes one clear DataError naming the folder; other OSErrors propagate."""
+    try:
+        yield
+    except OSError as exc:
+        if not isinstance(exc.filename, str):
+            raise
+        where, target = Path(os.path.abspath(exc.filename)), Path(os.path.abspath(out))
+        related = where == target or target in where.parents or where in target.parents
+        if not related:
+            raise
+        raise DataError(
+            f"cannot write to {out}: {exc.strerror or exc} ({exc.filename}); choose a "
+            "writable folder"
+        ) from None
 
 
 def _progress_enabled(quiet: bool) -> bool:
@@ -220,15 +240,16 @@ def data_import(source, interactions, users, items, fmt, delimiter, sensitive, o
         )
     finally:
         steps.close()
-    out.mkdir(parents=True, exist_ok=True)
-    ds.interactions_frame().to_parquet(out / "interactions.parquet", index=False)
-    ds.users_frame().to_parquet(out / "users.parquet", index=False)
-    items_df = ds.items_frame()
-    for col in items_df.columns:  # tuples (genres) -> lists for Parquet
-        if items_df[col].map(lambda v: isinstance(v, tuple)).any():
-            items_df[col] = items_df[col].map(list)
-    items_df.to_parquet(out / "items.parquet", index=False)
-    (out / "purification.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        ds.interactions_frame().to_parquet(out / "interactions.parquet", index=False)
+        ds.users_frame().to_parquet(out / "users.parquet", index=False)
+        items_df = ds.items_frame()
+        for col in items_df.columns:  # tuples (genres) -> lists for Parquet
+            if items_df[col].map(lambda v: isinstance(v, tuple)).any():
+                items_df[col] = items_df[col].map(list)
+        items_df.to_parquet(out / "items.parquet", index=False)
+        (out / "purification.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     click.echo(str(report))
     click.echo(f"wrote {out}/interactions.parquet, users.parquet, items.parquet")
 
@@ -238,9 +259,14 @@ def _run_config(cfg, out: Path, quiet: bool = False, cache: Path | None = None):
     from debiasrec.experiment.runner import run_experiment
     from debiasrec.report.tables import method_table, summary_table, to_text
 
-    result = run_experiment(
-        cfg, out, on_event=None if quiet else _err, progress=_progress_enabled(quiet), cache=cache
-    )
+    with _writing(out):
+        result = run_experiment(
+            cfg,
+            out,
+            on_event=None if quiet else _err,
+            progress=_progress_enabled(quiet),
+            cache=cache,
+        )
     click.echo(to_text(summary_table(result.results)))
     if cfg.methods:
         k = cfg.eval.ks[0]
@@ -369,7 +395,8 @@ def audit(recs, test, users, attr, k, items, train, n_boot, seed, out, quiet) ->
     )
     steps = _Steps("audit", len(AUDIT_STEPS), enabled=_progress_enabled(quiet))
     try:
-        result = run_audit(cfg, out, on_step=steps)
+        with _writing(out):
+            result = run_audit(cfg, out, on_step=steps)
     finally:
         steps.close()
     click.echo(

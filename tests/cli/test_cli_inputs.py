@@ -429,3 +429,28 @@ def test_progress_on_a_terminal_only(tiny, audit_files, cli, tmp_path) -> None:
                                   "--n-boot", 10, "--out", tmp_path / "out"])  # fmt: skip
     assert code == 0, shown
     assert "audit:" in shown and "leakage probe" in shown
+
+
+# ------------------------------------------------------------------------------ output folders
+
+
+@pytest.mark.parametrize("command", ["import", "audit", "run"])
+def test_output_folder_that_cannot_be_written(
+    command, tiny, audit_files, make_config, cli, tmp_path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    out = blocker / "out"  # a folder under a file: cannot be created (root or not)
+    if command == "import":
+        res = cli("data", "import", tiny.interactions, "--out", out)
+    elif command == "audit":
+        res = _audit(cli, tiny, audit_files, "--n-boot", 0, out=out)
+    else:
+        cfg = make_config(tmp_path / "c.toml", models='[[models]]\nmodel = "pop"\n')
+        res = cli("run", cfg, "--out", out)
+    _one_clear_error(res, f"cannot write to {out}", "choose a writable folder")
+
+
+def test_recs_path_that_is_a_folder(tiny, audit_files, cli, tmp_path) -> None:
+    res = _audit(cli, tiny, audit_files, recs=tmp_path, out=tmp_path / "out")
+    _one_clear_error(res, str(tmp_path), "is a folder")

@@ -532,3 +532,23 @@ def test_audit_config_checks_attrs_and_seed(case) -> None:
         with pytest.raises(ConfigError, match="seed"):
             validate(AuditConfig, {**base, "attrs": ["gender"], "seed": seed})
     assert validate(AuditConfig, {**base, "attrs": ["gender"], "seed": 2**63 - 1}).seed == 2**63 - 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_audit_train_file_with_ratings_and_timestamps(cli, case, tmp_path) -> None:
+    """Columns the test file lacks (rating, timestamp) must not drop the test rows, and a pair
+    in both files stays held out even when its training copy is older."""
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "user_id,item_id,rating,timestamp\na,i5,4,100\nb,i5,5,200\nc,i5,3,300\nd,i6,2,400\n"
+        "a,i1,5,1\n"  # a's held-out item, also in train (earlier)
+    )
+    res = _audit(cli, case, "--train", train)
+    assert res.code == 0, res.err
+    v = _values(case["out"])
+    assert v[("ndcg@5", "gender=M")] == pytest.approx(1.0)  # as without --train
+    summary = json.loads((case["out"] / "summary.json").read_text())
+    assert summary["audit"]["test_users"] == 4
+    assert summary["purification"]["removed"]["duplicate"] == 1  # a-i1 counted once, as test
+    test = pd.read_parquet(case["out"] / "split" / "test.parquet")
+    assert ("a", "i1") in set(zip(test.user_id, test.item_id, strict=True))

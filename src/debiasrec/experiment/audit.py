@@ -91,6 +91,8 @@ def read_recs(path: str | Path) -> pd.DataFrame:
     import csv
 
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"recommendations path {p} is a folder; pass the file")
     if not p.is_file():
         raise DataError(f"recommendations file {p} does not exist")
     try:
@@ -343,9 +345,12 @@ def run_audit(
     recs = read_recs(cfg.recs)
     step(AUDIT_STEPS[1])
     raw = load_table(cfg.test, cfg.users, cfg.items, sensitive=cfg.attrs)
+    # Only the pairs matter (relevance is binary, popularity a count): ratings or timestamps in
+    # one file and not the other must not drop rows nor reorder duplicates by time.
+    raw.interactions = raw.interactions[["user_id", "item_id"]]
     n_test = len(raw.interactions)
     if cfg.train is not None:  # test rows first, so a pair in both files counts as held out
-        train_frame = load_table(cfg.train, sensitive=[]).interactions
+        train_frame = load_table(cfg.train, sensitive=[]).interactions[["user_id", "item_id"]]
         raw.interactions = pd.concat([raw.interactions, train_frame], ignore_index=True)
         del train_frame
     raw.name, users_table, items_table = "audit", raw.users, raw.items
