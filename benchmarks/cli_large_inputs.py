@@ -242,7 +242,7 @@ def main() -> None:
     ]
     for (cmd_name, label), r in best.iterrows():
         lines.append(
-            f"| `{cmd_name}` | {label} | {r.wall_s:.1f} | {r.peak_rss_mib:,.0f} | {r.exit} "
+            f"| `{cmd_name}` | {label} | {r.wall_s:.1f} | {r.peak_rss_mib:,.0f} | {int(r.exit)} "
             f"| {r.load:.2f} |"
         )
     lines += [
@@ -256,7 +256,12 @@ def main() -> None:
         lines.append(
             "\n**Not final**: the 1-minute load exceeded 1.5 during the runs (shared machine)."
         )
-    cmdline = "python benchmarks/cli_large_inputs.py " + " ".join(sys.argv[1:])
+    args = list(sys.argv[1:])
+    if "--note" in args:  # the note is in the section; the command names it
+        args[args.index("--note") + 1] = "NOTE"
+    cmdline = "python benchmarks/cli_large_inputs.py " + " ".join(args)
+    if a.note:
+        cmdline += "` (NOTE: the text after the table)`"
     write_section(
         "CLI on large inputs: data describe and audit (10M rows)", cmdline, "\n".join(lines)
     )
