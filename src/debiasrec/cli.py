@@ -5,7 +5,9 @@ Exit codes: 0 ok, 2 bad input or config (one clear message, no traceback), 1 int
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -36,6 +38,72 @@ def _split_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _attr_list(value: str | None, option: str) -> list[str] | None:
+    """Comma-separated attribute names, each given once (ConfigError naming ``option``)."""
+    from debiasrec.data.loaders import attribute_names
+
+    if value is None:
+        return None
+    return attribute_names(value, option)
+
+
+@contextlib.contextmanager
+def _writing(out: Path):
+    """An OSError on ``out``, a path inside it or one of its parents (not writable, disk full, a
+    file in the way) becomes one clear DataError naming the folder; other OSErrors propagate."""
+    try:
+        yield
+    except OSError as exc:
+        if not isinstance(exc.filename, str):
+            raise
+        where, target = Path(os.path.abspath(exc.filename)), Path(os.path.abspath(out))
+        related = where == target or target in where.parents or where in target.parents
+        if not related:
+            raise
+        raise DataError(
+            f"cannot write to {out}: {exc.strerror or exc} ({exc.filename}); choose a "
+            "writable folder"
+        ) from None
+
+
+def _progress_enabled(quiet: bool) -> bool:
+    """Progress bars only for a person watching: stderr is a terminal and --quiet is not set."""
+    return not quiet and sys.stderr.isatty()
+
+
+class _Steps:
+    """A progress bar over the named steps of a command, on stderr (or nothing when disabled).
+
+    Call it with the name of each step as it starts; :meth:`close` when done.
+    """
+
+    def __init__(self, title: str, total: int, *, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=title,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}",
+            )
+        self.started = False
+
+    def __call__(self, name: str) -> None:
+        if self.bar is None:
+            return
+        if self.started and self.bar.n < self.bar.total:
+            self.bar.update()
+        self.started = True
+        self.bar.set_postfix_str(name)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +147,11 @@ def _source_options(f):
     f = click.option(
         "--format", "fmt", default=None, help="csv or parquet (default: by extension)."
     )(f)
-    f = click.option("--delimiter", default=None, help="CSV delimiter (default: sniffed).")(f)
+    f = click.option(
+        "--delimiter",
+        default=None,
+        help="CSV delimiter, one character ('\\t' or 'tab' for a tab; default: detected).",
+    )(f)
     f = click.option(
         "--sensitive",
         default=None,
@@ -88,7 +160,14 @@ def _source_options(f):
     return f
 
 
-def _load_source(source, interactions, users, items, fmt, delimiter, sensitive):
+def _quiet_option(f):
+    return click.option(
+        "--quiet", is_flag=True, help="No progress bar (shown only when stderr is a terminal)."
+    )(f)
+
+
+def _load_source(source, interactions, users, items, fmt, delimiter, sensitive, on_step=None):
+    from debiasrec.data.loaders import check_delimiter
     from debiasrec.data.purify import load_dataset
 
     if source is not None and interactions is not None:
@@ -98,24 +177,47 @@ def _load_source(source, interactions, users, items, fmt, delimiter, sensitive):
     src = source or interactions
     if src is None:
         raise ConfigError("give a dataset name or path, or --interactions PATH")
+    try:
+        delimiter = check_delimiter(delimiter)
+    except ConfigError as exc:
+        raise ConfigError(f"--delimiter: {exc}") from None
+    names = _attr_list(sensitive, "--sensitive")
     kw = {
         k: v
         for k, v in (("users", users), ("items", items), ("fmt", fmt), ("delimiter", delimiter))
         if v is not None
     }
-    return load_dataset(str(src), sensitive=_split_list(sensitive), **kw)
+    if on_step is not None:
+        on_step(f"read {Path(str(src)).name}")
+    return load_dataset(str(src), sensitive=names, on_step=on_step, **kw)
+
+
+def _load_steps(title: str, quiet: bool, extra: int) -> _Steps:
+    from debiasrec.data.purify import PURIFY_STEPS
+
+    return _Steps(title, 1 + len(PURIFY_STEPS) + extra, enabled=_progress_enabled(quiet))
 
 
 @data.command("describe")
 @click.argument("source", required=False)
 @_source_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def data_describe(source, interactions, users, items, fmt, delimiter, sensitive, as_json) -> None:
+@_quiet_option
+def data_describe(
+    source, interactions, users, items, fmt, delimiter, sensitive, as_json, quiet
+) -> None:
     """Sizes, group sizes, interactions per group, popularity and purification findings."""
     from debiasrec.data.describe import describe, format_description
 
-    ds, report = _load_source(source, interactions, users, items, fmt, delimiter, sensitive)
-    d = describe(ds, report)
+    steps = _load_steps("describe", quiet, 1)
+    try:
+        ds, report = _load_source(
+            source, interactions, users, items, fmt, delimiter, sensitive, steps
+        )
+        steps("describe")
+        d = describe(ds, report)
+    finally:
+        steps.close()
     click.echo(json.dumps(d, indent=2, default=str) if as_json else format_description(d))
 
 
@@ -128,11 +230,19 @@ def data_describe(source, interactions, users, items, fmt, delimiter, sensitive,
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for interactions/users/items Parquet and the purification report.",
 )
-def data_import(source, interactions, users, items, fmt, delimiter, sensitive, out) -> None:
+@_quiet_option
+def data_import(source, interactions, users, items, fmt, delimiter, sensitive, out, quiet) -> None:
     """Purify a dataset and write it as Parquet (original ids) with its report."""
-    ds, report = _load_source(source, interactions, users, items, fmt, delimiter, sensitive)
-    ds.save(out)  # interactions/users/items Parquet + dataset.json (Dataset.load reads it back)
-    (out / "purification.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    steps = _load_steps("import", quiet, 0)
+    try:
+        ds, report = _load_source(
+            source, interactions, users, items, fmt, delimiter, sensitive, steps
+        )
+    finally:
+        steps.close()
+    with _writing(out):
+        ds.save(out)  # interactions/users/items Parquet + dataset.json (Dataset.load reads it)
+        (out / "purification.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     click.echo(str(report))
     click.echo(f"wrote {out}/interactions.parquet, users.parquet, items.parquet, dataset.json")
 
@@ -144,14 +254,15 @@ def _run_config(
     from debiasrec.experiment.runner import run_experiment
     from debiasrec.report.tables import method_table, summary_table, to_text
 
-    result = run_experiment(
-        cfg,
-        out,
-        on_event=None if quiet else _err,
-        progress=not quiet,
-        cache=cache,
-        overwrite=overwrite,
-    )
+    with _writing(out):
+        result = run_experiment(
+            cfg,
+            out,
+            on_event=None if quiet else _err,
+            progress=_progress_enabled(quiet),
+            cache=cache,
+            overwrite=overwrite,
+        )
     click.echo(to_text(summary_table(result.results)))
     if cfg.methods:
         k = cfg.eval.ks[0]
@@ -167,7 +278,8 @@ def _run_config(
     totals = result.stages.totals()
     if totals and not quiet:
         done = ", ".join(
-            f"{stage} {t['computed']} computed / {t['cached']} cached" for stage, t in totals.items()
+            f"{stage} {t['computed']} computed / {t['cached']} cached"
+            for stage, t in totals.items()
         )
         _err(f"stages: {done}")
     _write_report(out)
@@ -261,14 +373,24 @@ def demo(out: Path, quick: bool, threads: int | None, cache: Path | None, overwr
 @click.option("--items", default=None, help="Items table (catalog, genres).")
 @click.option("--train", default=None, help="Training interactions (for popularity metrics).")
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+    help="Seed of the bootstrap and of the leakage probe's folds.",
+)  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
-    """Measure the bias of recommendations made by any system."""
+@_quiet_option
+def audit(recs, test, users, attr, k, items, train, n_boot, seed, out, quiet) -> None:
+    """Measure the bias of recommendations made by any system.
+
+    Accuracy overall and per group with gaps and bootstrap CIs, beyond-accuracy and exposure
+    metrics, and attribute leakage: how well a fresh probe predicts each attribute from the
+    top-K lists alone (leakage_auc@K; 0.5 = none). Writes the result folder of `run`.
+    """
     from debiasrec.config import validate
-    from debiasrec.experiment.audit import AuditConfig, run_audit
+    from debiasrec.experiment.audit import AUDIT_STEPS, AuditConfig, run_audit
     from debiasrec.report.tables import summary_table, to_text
 
-    attrs = _split_list(attr) or []
+    attrs = _attr_list(attr, "--attr") or []
     if not attrs:
         raise ConfigError("--attr needs at least one sensitive attribute, e.g. --attr gender")
     options = {
@@ -280,11 +402,17 @@ def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
         "train": train,
         "k": k,
         "n_boot": n_boot,
+        "seed": seed,
     }
     cfg = validate(
         AuditConfig, {key: v for key, v in options.items() if v is not None}, source="audit options"
     )
-    result = run_audit(cfg, out)
+    steps = _Steps("audit", len(AUDIT_STEPS), enabled=_progress_enabled(quiet))
+    try:
+        with _writing(out):
+            result = run_audit(cfg, out, on_step=steps)
+    finally:
+        steps.close()
     _write_report(out)
     click.echo(
         to_text(
@@ -295,6 +423,12 @@ def audit(recs, test, users, attr, k, items, train, n_boot, out) -> None:
             )
         )
     )
+    leak = result.results[result.results["metric"] == f"leakage_auc@{k}"]
+    if len(leak):
+        click.echo(f"\nleakage: AUC of a probe predicting the attribute from the top-{k} lists")
+        click.echo("(0.5 = the lists reveal nothing, 1 = they reveal it fully)")
+        for row in leak.itertuples():
+            click.echo(f"  {row.group:<20} {row.value:.4f} [{row.ci_low:.3f}, {row.ci_high:.3f}]")
     click.echo(f"\nresults: {out}/results.parquet\nreport:  {out}/report.html")
 
 
@@ -356,7 +490,11 @@ def report(folder: Path) -> None:
 
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
-    click.echo(str(write_report(folder)))
+    try:
+        path = write_report(folder)
+    except OSError as exc:
+        raise DataError(f"cannot write the report into {folder}: {exc}") from None
+    click.echo(str(path))
     _err(f"markdown summary: {folder / 'report.md'}")
 
 
@@ -467,7 +605,10 @@ def _main(argv: list[str] | None) -> int:
         cli.main(args=argv, prog_name="debiasrec", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            _err("interrupted")
+            return 130
         _err("aborted")
         return 1
     except click.ClickException as exc:
@@ -488,10 +629,24 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Leave the process with ``code``.
+
+    After Ctrl-C, worker threads of the interrupted step (pandas' parallel CSV reader, for one)
+    may still be running native code; finalising the interpreter under them can crash it (exit
+    -11 instead of 130). So an interrupted command flushes its output and exits at once.
+    """
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 def app() -> None:  # pragma: no cover - console script
     """Console-script entry point (``debiasrec``)."""
-    sys.exit(main())
+    _exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    _exit(main())

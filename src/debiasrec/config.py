@@ -103,7 +103,18 @@ def load_toml(path: str | Path, model: type[M]) -> M:
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+        if b"\x00" in raw:  # UTF-16/32 text or a binary file
+            raise ConfigError(
+                f"{p} is not a UTF-8 text file (it holds NUL bytes); save it as UTF-8"
+            )
+        data = tomllib.loads(raw.decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc
+        if isinstance(exc, UnicodeDecodeError):
+            line = raw.count(b"\n", 0, exc.start) + 1
+            why = f"line {line}, byte {exc.start} is not UTF-8"
+        raise ConfigError(f"cannot read config file {p}: {why}; save it as UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: TOML syntax error: {exc}") from None
     return validate(model, data, source=str(p))

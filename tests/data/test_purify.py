@@ -362,6 +362,10 @@ def test_report_invariant(rows, genders, dup, miss, rng, thr, ku, ki) -> None:
         min_user_interactions=ku,
         min_item_interactions=ki,
     )
+    if all(g is None for g in genders):  # nobody has a value: one clear error, by policy
+        with pytest.raises(DataError, match="'gender' is empty in users table"):
+            purify(raw, cfg)
+        return
     try:
         ds, rep = purify(raw, cfg)
     except DataError as exc:  # a 3-valued "binary" after own_group is impossible: it is recast

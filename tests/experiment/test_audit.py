@@ -17,7 +17,7 @@ import pytest
 
 from debiasrec.config import load_toml
 from debiasrec.errors import DataError
-from debiasrec.experiment.audit import AuditConfig, recs_to_topk, run_audit
+from debiasrec.experiment.audit import AuditConfig, check_recs, recs_to_topk, run_audit
 from debiasrec.experiment.evaluate import RESULT_COLUMNS
 
 LISTS = {  # user -> top-5 list, best first
@@ -256,6 +256,22 @@ def test_audit_integer_ids(cli, tmp_path) -> None:
         ("user_id,item_id,score\na,i1,0.5\na,i5,\n", ["line 3", "score"]),
         ("user_id,item_id,rank\na,i1,1\na,i1,2\n", ["line 3", "repeats"]),
         ("", ["empty"]),
+        # ranks: whole numbers from 1, once per user (negative/fractional ones reversed lists)
+        ("user_id,item_id,rank\na,i1,-1\na,i5,-2\n", ["line 2", "rank -1", "whole numbers"]),
+        ("user_id,item_id,rank\na,i1,1\na,i5,0\n", ["line 3", "rank 0", "from 1"]),
+        ("user_id,item_id,rank\na,i1,1\na,i5,1.5\n", ["line 3", "rank 1.5", "'score'"]),
+        ("user_id,item_id,rank\na,i1,0.25\na,i5,0.5\n", ["line 2", "rank 0.25"]),
+        ("user_id,item_id,rank\na,i1,1\na,i5,1\n", ["line 3", "user 'a' rank 1 a second"]),
+        ("user_id,item_id,rank\na,i1,1\na,i5,\n", ["line 3", "missing rank"]),
+        ("user_id,item_id,rank\na,i1,1\na,i5,nan\n", ["line 3", "rank"]),
+        ("user_id,item_id,rank\na,i1,1\na,i5,inf\n", ["line 3", "rank inf"]),
+        ("user_id,item_id,score\na,i1,0.5\na,i5,abc\n", ["line 3", "non-numeric score"]),
+        # header only, and rows that can never be matched
+        ("user_id,item_id,rank\n", ["header but no rows"]),
+        ("user_id,item_id,score\n", ["header but no rows"]),
+        ("user_id,item_id,rank\n,i1,1\n", ["line 2", "no user_id"]),
+        ("user_id,item_id,rank\na,,1\n", ["line 2", "no item_id"]),
+        ("user_id,item_id,rank\ne,i1,1\ne,i2,2\n", ["none of the 4 users", "same user ids"]),
     ],
     ids=[
         "unknown-user",
@@ -266,6 +282,20 @@ def test_audit_integer_ids(cli, tmp_path) -> None:
         "missing-score",
         "repeated-item",
         "empty-file",
+        "negative-rank",
+        "zero-rank",
+        "fractional-rank",
+        "fractional-ranks-below-1",
+        "duplicate-rank",
+        "blank-rank",
+        "nan-rank",
+        "inf-rank",
+        "text-score",
+        "header-only-rank",
+        "header-only-score",
+        "blank-user",
+        "blank-item",
+        "no-test-user",
     ],
 )
 def test_audit_rejects_bad_recs(lines, needles, cli, case, tmp_path) -> None:
@@ -366,3 +396,162 @@ def test_recs_to_topk_orders_and_pads(case) -> None:
     assert top.tolist() == [[0, 1], [1, -1]]
     with pytest.raises(DataError, match="rank"):
         recs_to_topk(recs.assign(rank=["1", "x", "2", "1"]), ds, np.array([0]), 2)
+
+
+def test_audit_rejects_header_only_parquet_recs(cli, case, tmp_path) -> None:
+    path = tmp_path / "bad.parquet"
+    pd.DataFrame({"user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
+                  "rank": pd.Series([], dtype="int64")}).to_parquet(path)  # fmt: skip
+    res = _audit(cli, case, recs=path)
+    assert res.code == 2 and "header but no rows" in res.err and "Traceback" not in res.err
+
+
+def test_rank_gaps_are_kept_in_order_with_a_warning(case) -> None:
+    recs = pd.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["i5", "i1", "i6"],
+                         "rank": [1, 5, 2]})  # fmt: skip
+    with pytest.warns(UserWarning, match="1 users have ranks with gaps"):
+        checked = check_recs(recs, "recs")
+    from debiasrec.data.dataset import Dataset
+
+    ds = Dataset.from_frames(pd.DataFrame({"user_id": ["a"], "item_id": ["i1"]}),
+                             items=pd.DataFrame({"item_id": ["i1", "i5", "i6"]}))  # fmt: skip
+    top = recs_to_topk(checked, ds, np.array([0]), 3, checked=True)
+    assert ds.item_vocab[top[0]].tolist() == ["i5", "i6", "i1"]
+
+
+def test_negative_ranks_never_reverse_a_list(case) -> None:
+    """The reported bug: ranks -1..-5 ordered ascending put the last item first."""
+    recs = _ranked(LISTS)
+    with pytest.raises(DataError, match="whole numbers from 1"):
+        check_recs(recs.assign(rank=-recs["rank"]))
+    with pytest.raises(DataError, match="whole numbers from 1"):
+        check_recs(recs.assign(rank=recs["rank"] / 10))
+
+
+# ------------------------------------------------------------------------------ leakage
+
+
+def _planted(tmp_path: Path, n_users: int = 600, seed: int = 0) -> dict[str, Path]:
+    """Held-out planted data: train/test split of the synthetic generator (gender-specific
+    genre preferences); returns the file paths and the frames."""
+    from debiasrec.data.synthetic import SyntheticConfig, generate
+
+    ds, _ = generate(SyntheticConfig(n_users=n_users, n_items=200, mean_interactions=20),
+                     rng=seed)  # fmt: skip
+    inter = ds.interactions_frame()
+    users = ds.users_frame()
+    held = inter.groupby("user_id").sample(frac=0.2, random_state=seed)
+    train = inter.drop(held.index)
+    paths = {name: tmp_path / f"{name}.csv" for name in ("train", "test", "users")}
+    train.to_csv(paths["train"], index=False)
+    held.to_csv(paths["test"], index=False)
+    users.to_csv(paths["users"], index=False)
+    return {**paths, "train_frame": train, "users_frame": users, "n_items": 200}
+
+
+def _leak(cli, data, recs: pd.DataFrame, tmp_path: Path, name: str) -> pd.Series:
+    path = tmp_path / f"{name}.csv"
+    recs.to_csv(path, index=False)
+    out = tmp_path / f"out_{name}"
+    res = cli("audit", "--recs", path, "--test", data["test"], "--users", data["users"],
+              "--train", data["train"], "--attr", "gender", "--k", 10, "--n-boot", 50,
+              "--out", out)  # fmt: skip
+    assert res.code == 0, res.err
+    assert "leakage: AUC" in res.out
+    res_frame = pd.read_parquet(out / "results.parquet")
+    return (
+        res_frame.set_index(["metric", "group"])
+        .loc[[("leakage_auc@10", "gender"), ("leakage_bacc@10", "gender")]]
+        .reset_index()
+    )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("pool", [10, 30], ids=["top10", "10-of-top30"])
+def test_audit_leakage_of_gender_specific_popularity_lists(pool, cli, tmp_path) -> None:
+    """Each gender gets its own popularity list (its 10 most popular training items, or 10
+    drawn per user from its 30 most popular, which overlap across genders): the lists reveal
+    gender (AUC near 1)."""
+    data = _planted(tmp_path)
+    train, users = data["train_frame"], data["users_frame"]
+    gender = users.set_index("user_id")["gender"]
+    train = train.assign(gender=train["user_id"].map(gender))
+    top = {
+        g: sub["item_id"].value_counts().index[:pool].tolist() for g, sub in train.groupby("gender")
+    }
+    assert top["F"] != top["M"]  # planted: the groups prefer different genres
+    rng = np.random.default_rng(0)
+    rows = [
+        (u, i, r)
+        for u, g in gender.items()
+        for r, i in enumerate(rng.choice(top[g], 10, replace=False), 1)
+    ]
+    leak = _leak(cli, data, pd.DataFrame(rows, columns=["user_id", "item_id", "rank"]), tmp_path,
+                 "by_gender")  # fmt: skip
+    auc = leak.set_index("metric").loc["leakage_auc@10"]
+    assert auc["value"] > 0.95 and auc["n"] == len(users)
+    assert leak.set_index("metric").loc["leakage_bacc@10", "value"] > 0.9
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_audit_leakage_of_random_lists_is_chance(cli, tmp_path) -> None:
+    """Lists drawn at random, independent of gender: AUC within chance of 0.5.
+
+    Under the null the AUC of n_F x n_M scored users has sd sqrt((n_F + n_M + 1) / (12 n_F n_M))
+    (Hanley & McNeil 1982); the probe's out-of-fold AUC is allowed 4 sd.
+    """
+    data = _planted(tmp_path)
+    users = data["users_frame"]
+    rng = np.random.default_rng(1)
+    rows = [(u, i, r) for u in users["user_id"]
+            for r, i in enumerate(rng.choice(data["n_items"], 10, replace=False), 1)]  # fmt: skip
+    leak = _leak(cli, data, pd.DataFrame(rows, columns=["user_id", "item_id", "rank"]), tmp_path,
+                 "random")  # fmt: skip
+    n_f = int((users["gender"] == "F").sum())
+    n_m = len(users) - n_f
+    sd = math.sqrt((n_f + n_m + 1) / (12 * n_f * n_m))
+    auc = leak.set_index("metric").loc["leakage_auc@10", "value"]
+    assert abs(auc - 0.5) < 4 * sd, (auc, sd)
+
+
+def test_audit_leakage_rows_in_the_result_folder(cli, case, tmp_path) -> None:
+    """Too few users per group for the 3-fold probe: no leakage rows, and a warning says why."""
+    with pytest.warns(UserWarning, match="leakage of 'gender' is not measured"):
+        res = _audit(cli, case)
+    assert res.code == 0
+    assert not _values(case["out"]).index.get_level_values(0).str.startswith("leakage").any()
+
+
+def test_audit_config_checks_attrs_and_seed(case) -> None:
+    from debiasrec.config import validate
+    from debiasrec.errors import ConfigError
+
+    base = {"recs": "r", "test": "t", "users": "u"}
+    with pytest.raises(ConfigError, match="attrs.*'gender' is given more than once"):
+        validate(AuditConfig, {**base, "attrs": ["gender", "gender"]})
+    with pytest.raises(ConfigError, match="at least one sensitive attribute"):
+        validate(AuditConfig, {**base, "attrs": []})
+    for seed in (-1, 2**63):
+        with pytest.raises(ConfigError, match="seed"):
+            validate(AuditConfig, {**base, "attrs": ["gender"], "seed": seed})
+    assert validate(AuditConfig, {**base, "attrs": ["gender"], "seed": 2**63 - 1}).seed == 2**63 - 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_audit_train_file_with_ratings_and_timestamps(cli, case, tmp_path) -> None:
+    """Columns the test file lacks (rating, timestamp) must not drop the test rows, and a pair
+    in both files stays held out even when its training copy is older."""
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "user_id,item_id,rating,timestamp\na,i5,4,100\nb,i5,5,200\nc,i5,3,300\nd,i6,2,400\n"
+        "a,i1,5,1\n"  # a's held-out item, also in train (earlier)
+    )
+    res = _audit(cli, case, "--train", train)
+    assert res.code == 0, res.err
+    v = _values(case["out"])
+    assert v[("ndcg@5", "gender=M")] == pytest.approx(1.0)  # as without --train
+    summary = json.loads((case["out"] / "summary.json").read_text())
+    assert summary["audit"]["test_users"] == 4
+    assert summary["purification"]["removed"]["duplicate"] == 1  # a-i1 counted once, as test
+    test = pd.read_parquet(case["out"] / "split" / "test.parquet")
+    assert ("a", "i1") in set(zip(test.user_id, test.item_id, strict=True))

@@ -76,7 +76,7 @@ def test_shipped_configs_round_trip(path: Path, tmp_path: Path) -> None:
         ("[eval]\nmetrics = ['ndcg', 'auc']\n", ["'auc'", "available"]),
         ("[eval]\nks = [0]\n", ["eval.ks"]),
         ("[split]\nratios = [0.8, 0.2]\n", ["split.ratios"]),
-        ("seeds = [-1]\n", ["seeds", "[0, 2**63 - 1]"]),
+        ("seeds = [-1]\n", ["seeds[0] = -1 is not a valid seed", "2**63 - 1"]),
         ("seeds = [3, 3]\n", ["seeds must be distinct"]),
         ("[split]\nseed = -5\n", ["split.seed"]),
         ('[[models]]\nkind = "pop"\nname = "../../x"\n', ["models[0].name", "'../../x'"]),

@@ -16,11 +16,15 @@ the line where applicable, and what to do.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import gzip
 import io
+import signal
+import threading
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +32,14 @@ import numpy as np
 import pandas as pd
 
 from debiasrec.data.schema import ML1M_AGE_BINS, Schema, SensitiveAttr
-from debiasrec.errors import DataError
+from debiasrec.errors import ConfigError, DataError
 
 __all__ = [
     "ML100K_GENRES",
     "ML1M_OCCUPATIONS",
     "RawData",
+    "attribute_names",
+    "check_delimiter",
     "from_pandas",
     "infer_sensitive",
     "load",
@@ -126,6 +132,7 @@ class RawData:
         schema: declares the sensitive user attributes and the item text/category columns.
         name: short dataset name (e.g. ``"ml-100k"``).
         source: where the data came from (a path or a description).
+        users_source: where the users table came from (named in errors about attributes).
     """
 
     interactions: pd.DataFrame
@@ -134,6 +141,7 @@ class RawData:
     schema: Schema = field(default_factory=Schema)
     name: str = "dataset"
     source: str = ""
+    users_source: str = ""
 
     def __repr__(self) -> str:
         return (
@@ -160,7 +168,30 @@ def ml100k_schema() -> Schema:
     )
 
 
-def infer_sensitive(users: pd.DataFrame | None, names: Sequence[str] | None) -> list[SensitiveAttr]:
+def attribute_names(names: str | Sequence[str], setting: str = "sensitive") -> list[str]:
+    """Attribute names from a list or a comma-separated string, each given once.
+
+    Raises:
+        ConfigError: a name given twice, or a name that is not a non-empty string.
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = list(names)
+    bad = [n for n in out if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ConfigError(f"{setting}: attribute names must be non-empty text, got {bad[0]!r}")
+    dup = sorted({n for n in out if out.count(n) > 1})
+    if dup:
+        raise ConfigError(
+            f"{setting}: attribute {dup[0]!r} is given more than once ({', '.join(out)}); "
+            "list each attribute once"
+        )
+    return out
+
+
+def infer_sensitive(
+    users: pd.DataFrame | None, names: Sequence[str] | None, *, where: str = "users table"
+) -> list[SensitiveAttr]:
     """Declare sensitive attributes given by column name, inferring their kind from the values.
 
     A numeric column named ``age`` becomes ``ordinal`` with :data:`ML1M_AGE_BINS` (checked first,
@@ -168,12 +199,13 @@ def infer_sensitive(users: pd.DataFrame | None, names: Sequence[str] | None) -> 
     becomes ``binary``; anything else ``categorical``.
 
     Raises:
-        DataError: no users table, or a name that is not a user column (the message lists them).
+        DataError: no users table, a name that is not a user column (the message lists them), or
+            a column holding lists, dicts or bytes.
+        ConfigError: a name given twice.
     """
     if not names:
         return []
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = attribute_names(names)
     if users is None:
         raise DataError(
             f"sensitive attributes {list(names)} need a users table; pass one (users=...)"
@@ -185,6 +217,7 @@ def infer_sensitive(users: pd.DataFrame | None, names: Sequence[str] | None) -> 
             raise DataError(
                 f"unknown sensitive attribute {name!r}; available user columns: {available}"
             )
+        _check_scalars(users, (name,), where)
         values = users[name].dropna()
         numeric = len(values) > 0 and bool(pd.to_numeric(values, errors="coerce").notna().all())
         if numeric and name.lower() == "age":
@@ -197,11 +230,14 @@ def infer_sensitive(users: pd.DataFrame | None, names: Sequence[str] | None) -> 
 
 
 def _table_schema(
-    users: pd.DataFrame | None, items: pd.DataFrame | None, sensitive: Sequence[str] | None
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    sensitive: Sequence[str] | None,
+    users_where: str = "users table",
 ) -> Schema:
     cols = [] if items is None else list(items.columns)
     return Schema(
-        sensitive=tuple(infer_sensitive(users, sensitive)),
+        sensitive=tuple(infer_sensitive(users, sensitive, where=users_where)),
         item_text=tuple(c for c in ("title",) if c in cols),
         item_categories=tuple(c for c in ("genres",) if c in cols),
     )
@@ -470,6 +506,7 @@ def load_ml100k(path: str | Path | None = None) -> RawData:
         schema=ml100k_schema(),
         name="ml-100k",
         source=str(path),
+        users_source=user_where,
     )
 
 
@@ -559,6 +596,7 @@ def load_ml1m(path: str | Path | None = None) -> RawData:
         schema=ml100k_schema(),
         name="ml-1m",
         source=str(path),
+        users_source=uwhere,
     )
 
 
@@ -651,19 +689,23 @@ def load_atomic(
     inter = _read_atomic_file(inter_path)
     _require(inter, ("user_id", "item_id"), str(inter_path))
     users = items = None
+    _check_scalars(inter, ("user_id", "item_id", "rating", "timestamp"), str(inter_path))
     if (folder / f"{name}.user").exists():
         users = _read_atomic_file(folder / f"{name}.user")
         _require(users, ("user_id",), str(folder / f"{name}.user"))
+        _check_scalars(users, ("user_id",), str(folder / f"{name}.user"))
     if (folder / f"{name}.item").exists():
         items = _read_atomic_file(folder / f"{name}.item")
         _require(items, ("item_id",), str(folder / f"{name}.item"))
+        _check_scalars(items, ("item_id",), str(folder / f"{name}.item"))
     return RawData(
         interactions=inter,
         users=users,
         items=items,
-        schema=_table_schema(users, items, sensitive),
+        schema=_table_schema(users, items, sensitive, str(folder / f"{name}.user")),
         name=name,
         source=str(folder),
+        users_source=str(folder / f"{name}.user") if users is not None else "",
     )
 
 
@@ -673,10 +715,130 @@ def load_atomic(
 def _require(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
+        hint = ""
+        if len(df.columns) == 1 and any(d in str(df.columns[0]) for d in ",;\t|"):
+            hint = " (one column whose name holds a delimiter: is the delimiter right?)"
         raise DataError(
             f"{where} has no column {missing[0]!r} (required: {list(cols)}); found columns "
-            f"{list(df.columns)}; rename them or pass columns={{'your_name': '{missing[0]}'}}"
+            f"{list(df.columns)}{hint}; rename them or pass columns={{'your_name': '{missing[0]}'}}"
         )
+
+
+#: Interaction columns that must hold one scalar per row.
+_INTERACTION_SCALARS = ("user_id", "item_id", "rating", "timestamp")
+
+#: ``infer_dtype`` kinds of columns whose values are all plain scalars (no check needed).
+_SCALAR_KINDS = frozenset(
+    {"string", "integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty",
+     "datetime64", "datetime", "date", "timedelta64", "timedelta", "time", "period", "categorical"}
+)  # fmt: skip
+
+
+def _check_scalars(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
+    """Raise if a column that must hold one number or text per row holds lists, dicts or bytes.
+
+    Such values come from Parquet list/struct/binary columns (or pandas frames); ids and
+    attributes made of them cannot be compared, counted or written back.
+    """
+    for col in cols:
+        if col not in df.columns:
+            continue
+        s = df[col]
+        if not pd.api.types.is_object_dtype(s.dtype) and not isinstance(s.dtype, pd.ArrowDtype):
+            continue  # numeric, string, categorical, ... dtypes hold scalars
+        kind = pd.api.types.infer_dtype(s, skipna=True)
+        if kind in _SCALAR_KINDS:
+            continue
+        values = s.to_numpy(dtype=object)
+        bad = np.fromiter(
+            (isinstance(v, (list, tuple, dict, set, np.ndarray, bytes, bytearray)) for v in values),
+            dtype=bool,
+            count=len(values),
+        )
+        if not bad.any():
+            continue
+        i = int(np.argmax(bad))
+        v = values[i]
+        what = {dict: "a dict", bytes: "bytes", bytearray: "bytes"}.get(type(v), "a list")
+        shown = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        fix = (
+            "store the column as text (a UTF-8 string column), not as binary"
+            if what == "bytes"
+            else "give one value per row (explode or flatten the column)"
+        )
+        raise DataError(
+            f"{where}: column {col!r} must hold one number or text per row, but data row {i + 1} "
+            f"holds {what} ({shown}; {int(bad.sum())} such rows); {fix}"
+        )
+
+
+def _narrow_ids(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    """Integer id columns as int32 when every value fits (halves their memory; same ids)."""
+    for col in cols:
+        if col in df.columns and df[col].dtype == np.int64 and len(df):
+            lo, hi = df[col].min(), df[col].max()
+            if lo >= np.iinfo(np.int32).min and hi <= np.iinfo(np.int32).max:
+                df[col] = df[col].astype(np.int32)
+    return df
+
+
+def check_delimiter(delimiter: str | None) -> str | None:
+    """A CSV delimiter: one character, not a line break or quote; ``"\\t"``/``"tab"`` = tab.
+
+    Raises:
+        ConfigError: what is wrong with the given delimiter.
+    """
+    if delimiter is None:
+        return None
+    if not isinstance(delimiter, str):
+        raise ConfigError(f"delimiter must be one character, got {delimiter!r}")
+    if delimiter in ("\\t", "tab", "TAB"):
+        return "\t"
+    if len(delimiter) != 1:
+        raise ConfigError(
+            f"delimiter must be exactly one character, got {delimiter!r} "
+            f"({len(delimiter)} characters); e.g. ',' ';' '|' or '\\t' (tab), or leave it out "
+            "to detect it"
+        )
+    if delimiter in '\r\n"':
+        raise ConfigError(
+            f"delimiter {delimiter!r} cannot separate fields (it ends lines or quotes text); "
+            "use e.g. ',' ';' '|' or '\\t'"
+        )
+    return delimiter
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise ``KeyboardInterrupt``.
+
+    pandas reads a large CSV path with worker threads over a memory map; a ``KeyboardInterrupt``
+    in the middle leaves the reading function while a worker still parses, and the process dies
+    of a segmentation fault instead of exiting cleanly. A second Ctrl-C interrupts at once.
+    Only in the main thread, and only when SIGINT has Python's default handler (an
+    application's own handler is left alone); the previous handler is always restored.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def _infer_format(path: Path, fmt: str | None) -> str:
@@ -739,7 +901,8 @@ def _read_table(
     else:
         sep = delimiter if delimiter is not None else _sniff(p, encoding)
         try:
-            df = pd.read_csv(p, sep=sep, encoding=encoding, engine="c")
+            with interrupts_deferred():
+                df = pd.read_csv(p, sep=sep, encoding=encoding, engine="c")
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"{p} cannot be decoded as {encoding}; pass encoding='latin-1' (or the file's "
@@ -808,22 +971,40 @@ def load_table(
             sensitive attribute names.
     """
     ipath = Path(interactions)
+    delimiter = check_delimiter(delimiter)
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"unknown text encoding {encoding!r}; use e.g. 'utf-8' or 'latin-1'"
+        ) from None
+    if sensitive is not None:
+        sensitive = attribute_names(sensitive)
 
-    def read(p: str | Path, what: str, required: Sequence[str]) -> pd.DataFrame:
+    def read(
+        p: str | Path, what: str, required: Sequence[str], scalars: Sequence[str]
+    ) -> pd.DataFrame:
         df = _read_table(p, fmt=fmt, delimiter=delimiter, encoding=encoding, what=what)
-        return _standardise(df, columns, required, f"{what} file {p}")
+        df = _standardise(df, columns, required, f"{what} file {p}")
+        _check_scalars(df, scalars, f"{what} file {p}")
+        return _narrow_ids(df, ("user_id", "item_id"))
 
-    inter = read(ipath, "interactions", ("user_id", "item_id"))
-    u = None if users is None else read(users, "users", ("user_id",))
-    it = None if items is None else _finish_items(read(items, "items", ("item_id",)), genre_sep)
+    inter = read(ipath, "interactions", ("user_id", "item_id"), _INTERACTION_SCALARS)
+    u = None if users is None else read(users, "users", ("user_id",), ("user_id",))
+    it = (
+        None
+        if items is None
+        else _finish_items(read(items, "items", ("item_id",), ("item_id",)), genre_sep)
+    )
     stem = ipath.name.split(".")[0]
     return RawData(
         interactions=inter,
         users=u,
         items=it,
-        schema=_table_schema(u, it, sensitive),
+        schema=_table_schema(u, it, sensitive, f"users file {users}"),
         name=name or stem,
         source=str(ipath),
+        users_source="" if users is None else f"users file {users}",
     )
 
 
@@ -846,7 +1027,10 @@ def from_pandas(
         if df is not None and not isinstance(df, pd.DataFrame):
             raise DataError(f"{label} must be a pandas DataFrame, got {type(df).__name__}")
     inter = _standardise(interactions.copy(), columns, ("user_id", "item_id"), "interactions")
+    _check_scalars(inter, _INTERACTION_SCALARS, "interactions")
     u = None if users is None else _standardise(users.copy(), columns, ("user_id",), "users table")
+    if u is not None:
+        _check_scalars(u, ("user_id",), "users table")
     it = (
         None
         if items is None
@@ -854,6 +1038,8 @@ def from_pandas(
             _standardise(items.copy(), columns, ("item_id",), "items table"), genre_sep
         )
     )
+    if it is not None:
+        _check_scalars(it, ("item_id",), "items table")
     return RawData(
         interactions=inter,
         users=u,
@@ -861,6 +1047,7 @@ def from_pandas(
         schema=_table_schema(u, it, sensitive),
         name=name,
         source="pandas",
+        users_source="" if u is None else "users table",
     )
 
 
@@ -905,6 +1092,12 @@ def load(source: str | Path, **kw: object) -> RawData:
             no_kw("ML-1M")
             return load_ml1m(p)
         if any(p.glob("*.inter")):
+            other = sorted(set(kw) - {"name", "sensitive"})
+            if other:
+                raise DataError(
+                    f"options {other} do not apply to RecBole atomic files (loaded from {s}); "
+                    "the folder's .user/.item files are used"
+                )
             return load_atomic(p, **kw)  # type: ignore[arg-type]
         raise DataError(
             f"folder {p} holds no known layout (u.data for ML-100K, ratings.dat for ML-1M, "

@@ -24,7 +24,7 @@ without interactions are dropped from their tables and counted in ``removed_user
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,11 +33,20 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from debiasrec.data.dataset import Dataset, _codes
-from debiasrec.data.loaders import RawData, infer_sensitive, load
+from debiasrec.data.loaders import RawData, attribute_names, infer_sensitive, load
 from debiasrec.data.schema import SensitiveAttr
 from debiasrec.errors import DataError
 
-__all__ = ["REASONS", "UNKNOWN_GROUP", "PurifyConfig", "PurifyReport", "load_dataset", "purify"]
+__all__ = [
+    "PURIFY_STEPS",
+    "REASONS",
+    "UNKNOWN_GROUP",
+    "PurifyConfig",
+    "PurifyReport",
+    "load_dataset",
+    "purify",
+    "require_rows",
+]
 
 #: Row-removal reasons, in the order they are checked.
 REASONS: tuple[str, ...] = (
@@ -51,6 +60,16 @@ REASONS: tuple[str, ...] = (
     "duplicate",
     "below_implicit_threshold",
     "kcore",
+)
+
+#: Steps :func:`purify` reports to its ``on_step`` callback, in order.
+PURIFY_STEPS: tuple[str, ...] = (
+    "check ids",
+    "check ratings and timestamps",
+    "match users and items",
+    "sensitive attributes",
+    "duplicates",
+    "build dataset",
 )
 
 #: Group label given to users without a sensitive value under ``missing_sensitive="own_group"``.
@@ -104,6 +123,8 @@ class PurifyReport:
         removed_users: users removed from the users table per reason.
         removed_items: items removed from the items table per reason.
         notes: other findings (e.g. users labelled ``"unknown"``, ignored columns).
+        kept_rows: positions (0-based) of the input interaction rows that were kept, in the
+            dataset's interaction order (None when not known); not part of :meth:`to_dict`.
     """
 
     input_rows: int
@@ -112,6 +133,7 @@ class PurifyReport:
     removed_users: dict[str, int] = field(default_factory=dict)
     removed_items: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    kept_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: ``scope`` (interactions/users/items), ``reason``, ``count``."""
@@ -218,8 +240,7 @@ def _select_sensitive(raw: RawData, names: Sequence[str] | None) -> list[Sensiti
     if names is None:
         attrs = list(raw.schema.sensitive)
     else:
-        if isinstance(names, str):
-            names = [n.strip() for n in names.split(",") if n.strip()]
+        names = attribute_names(names)
         user_cols = [] if raw.users is None else [c for c in raw.users.columns if c != "user_id"]
         attrs = []
         for n in names:
@@ -285,7 +306,11 @@ def _clean_table(
 
 
 def purify(
-    raw: RawData, config: PurifyConfig | None = None, *, sensitive: Sequence[str] | None = None
+    raw: RawData,
+    config: PurifyConfig | None = None,
+    *,
+    sensitive: Sequence[str] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[Dataset, PurifyReport]:
     """Clean raw frames and build a :class:`Dataset`, counting every removed row by reason.
 
@@ -294,15 +319,20 @@ def purify(
         config: cleaning policy (default :class:`PurifyConfig()`).
         sensitive: restrict the sensitive attributes to these names; a user column not declared
             in the schema is declared with an inferred kind. None: the schema's attributes.
+        on_step: called with the name of each step (:data:`PURIFY_STEPS`) as it starts, for
+            progress display.
 
     Returns:
         The dataset (ids as in the input; users/items without interactions dropped) and the report.
 
     Raises:
-        DataError: missing id columns; unknown sensitive names; a rating/threshold policy without
-            a rating column; ``duplicates="error"`` or ``missing_sensitive="error"`` violations.
+        DataError: missing id columns; unknown sensitive names; a sensitive attribute that no
+            user has a value of (naming the users table); a rating/threshold policy without a
+            rating column; ``duplicates="error"`` or ``missing_sensitive="error"`` violations.
     """
     cfg = config or PurifyConfig()
+    step = on_step or (lambda _name: None)
+    step(PURIFY_STEPS[0])
     if not isinstance(raw, RawData):
         raise DataError(f"purify() takes RawData (from a loader), got {type(raw).__name__}")
     inter = raw.interactions
@@ -328,10 +358,13 @@ def purify(
     i_ser = inter["item_id"]
     ucode, uniq_u = pd.factorize(u_ser)  # missing -> -1, which indexes the appended sentinel
     icode, uniq_i = pd.factorize(i_ser)
+    if max(len(uniq_u), len(uniq_i)) < 2**31:  # half the memory for the rest of purify
+        ucode, icode = ucode.astype(np.int32), icode.astype(np.int32)
     u_blank = np.append(_missing(pd.Series(uniq_u)), True)
     i_blank = np.append(_missing(pd.Series(uniq_i)), True)
     drop("missing_id", u_blank[ucode] | i_blank[icode])
 
+    step(PURIFY_STEPS[1])
     rating: np.ndarray | None = None
     if "rating" in inter.columns:
         rating = _to_float(inter["rating"])
@@ -354,6 +387,7 @@ def purify(
         ts, ts_ok = _parse_timestamps(inter["timestamp"])
         drop("unparseable_timestamp", ~ts_ok)
 
+    step(PURIFY_STEPS[2])
     attrs = _select_sensitive(raw, sensitive)
     users = raw.users
     upos = np.full(len(uniq_u) + 1, -1, dtype=np.int64)  # distinct user -> users-table row
@@ -372,13 +406,22 @@ def purify(
         drop("unknown_item", ipos[icode] < 0)
 
     # ---- sensitive attributes
+    step(PURIFY_STEPS[3])
     if attrs:
         assert users is not None  # _select_sensitive guarantees it
         users = users.copy()
         lacking = np.zeros(len(users), dtype=bool)
         new_attrs: list[SensitiveAttr] = []
+        table = raw.users_source or "the users table"
         for a in attrs:
             miss = _missing(users[a.name])
+            if len(users) and miss.all():
+                others = [c for c in users.columns if c not in ("user_id", a.name)]
+                raise DataError(
+                    f"sensitive attribute {a.name!r} is empty in {table}: none of its "
+                    f"{len(users):,} users has a value; fill the column or choose another "
+                    f"attribute (other user columns: {others or 'none'})"
+                )
             if miss.any() and cfg.missing_sensitive == "error":
                 ex = [_show(v) for v in users["user_id"][miss].iloc[:5].tolist()]
                 raise DataError(
@@ -400,29 +443,47 @@ def purify(
             drop("user_missing_sensitive", np.append(lacking, False)[upos[ucode]])
             users = users.loc[~lacking].reset_index(drop=True)
         for a in attrs:  # fail now, with the attribute named, rather than in an evaluation
-            a.groups(users[a.name])
+            present = a.groups(users[a.name]).dropna().unique()
+            if len(present) == 1:
+                warnings.warn(
+                    f"sensitive attribute {a.name!r} has a single group ({present[0]!r}) among the "
+                    f"{len(users):,} users kept from {table}; differences between groups will be "
+                    "NaN",
+                    stacklevel=2,
+                )
 
     # ---- duplicates (on surviving rows), implicit threshold, k-core
+    step(PURIFY_STEPS[4])
     idx = np.flatnonzero(alive)
-    uc, ic = ucode[idx], icode[idx]
-    key = uc.astype(np.int64) * max(len(uniq_i), 1) + ic
-    keep = "first" if cfg.duplicates == "keep_first" else "last"
-    dup = pd.Series(key).duplicated(keep=keep).to_numpy()  # by row order
-    if dup.any() and ts is not None and cfg.duplicates != "error":  # by time, ties by row order
-        order = np.argsort(ts[idx], kind="stable")
-        dup = np.empty(len(idx), dtype=bool)
-        dup[order] = pd.Series(key[order]).duplicated(keep=keep).to_numpy()
+    key = ucode[idx].astype(np.int64)  # pair key = user code * n_items + item code
+    key *= max(len(uniq_i), 1)
+    key += icode[idx]
+    # One hash pass finds the rows whose pair repeats; only those are ordered (by pair, then
+    # time when known, then row order) to pick the row kept: the first or the last.
+    repeated = np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
+    dup = np.zeros(len(idx), dtype=bool)
+    if len(repeated):
+        sort_by = [repeated]
+        if ts is not None and cfg.duplicates != "error":
+            sort_by.append(ts[idx[repeated]])
+        sort_by.append(key[repeated])
+        order = repeated[np.lexsort(sort_by)]
+        k_sorted = key[order]
+        new_pair = np.r_[True, k_sorted[1:] != k_sorted[:-1]]
+        kept = new_pair if cfg.duplicates == "keep_first" else np.r_[new_pair[1:], True]
+        dup[order[~kept]] = True
     if cfg.duplicates == "error" and dup.any():
-        k = int(np.flatnonzero(dup)[0])
+        k = int(repeated[0])
         at = idx[key == key[k]]
         raise DataError(
-            f"interactions repeat the pair (user {_show(uniq_u[uc[k]])!r}, "
-            f"item {_show(uniq_i[ic[k]])!r}) "
+            f"interactions repeat the pair (user {_show(uniq_u[ucode[idx[k]]])!r}, "
+            f"item {_show(uniq_i[icode[idx[k]]])!r}) "
             f"at rows {at[:5].tolist()} (0-based positions; {int(dup.sum())} repeated rows in "
             "all); deduplicate them or set duplicates='keep_last' or 'keep_first'"
         )
     mask = np.zeros(n, dtype=bool)
     mask[idx[dup]] = True
+    del key, dup, repeated, idx
     drop("duplicate", mask)
 
     if cfg.implicit_threshold is not None:
@@ -445,10 +506,15 @@ def purify(
             live &= ~bad
         mask = np.zeros(n, dtype=bool)
         mask[idx[~live]] = True
+        del idx, uc, ic, live
         drop("kcore", mask)
 
     # ---- assemble
+    step(PURIFY_STEPS[5])
     rows = np.flatnonzero(alive)
+    u_seen = np.bincount(ucode[rows], minlength=len(uniq_u)) > 0
+    i_seen = np.bincount(icode[rows], minlength=len(uniq_i)) > 0
+    del ucode, icode  # the biggest arrays left: free them before the dataset is built
     out = pd.DataFrame(
         {"user_id": _tidy_ids(u_ser.iloc[rows]), "item_id": _tidy_ids(i_ser.iloc[rows])}
     )
@@ -456,17 +522,18 @@ def purify(
         out["rating"] = rating[rows].astype(np.float32)
     if ts is not None:
         out["timestamp"] = ts[rows]
+    del rating, ts, mask
     extra = [c for c in inter.columns if c not in ("user_id", "item_id", "rating", "timestamp")]
     if extra:
         notes.append(f"interaction columns {extra} are not kept in the Dataset")
 
     if users is not None:
-        seen = pd.Series(uniq_u[np.bincount(ucode[rows], minlength=len(uniq_u)) > 0])
+        seen = pd.Series(uniq_u[u_seen])
         present = _codes(pd.Index(seen), users["user_id"]) >= 0
         removed_users["no_interactions"] = int((~present).sum())
         users = users.loc[present].reset_index(drop=True)
     if items is not None:
-        seen = pd.Series(uniq_i[np.bincount(icode[rows], minlength=len(uniq_i)) > 0])
+        seen = pd.Series(uniq_i[i_seen])
         present = _codes(pd.Index(seen), items["item_id"]) >= 0
         removed_items["no_interactions"] = int((~present).sum())
         items = items.loc[present].reset_index(drop=True)
@@ -480,6 +547,7 @@ def purify(
         removed_users=removed_users,
         removed_items=removed_items,
         notes=notes,
+        kept_rows=rows,
     )
     return ds, report
 
@@ -489,11 +557,42 @@ def load_dataset(
     *,
     purify_config: PurifyConfig | None = None,
     sensitive: Sequence[str] | None = None,
+    on_step: Callable[[str], None] | None = None,
     **load_kw: Any,
 ) -> tuple[Dataset, PurifyReport]:
     """Load (:func:`debiasrec.data.loaders.load`) and purify in one call.
 
+    Args:
+        source: a dataset name or path (see :func:`debiasrec.data.loaders.load`).
+        purify_config: cleaning policy.
+        sensitive: sensitive attributes (see :func:`purify`).
+        on_step: progress callback of :func:`purify`.
+        **load_kw: options of the loader (``users=``, ``items=``, ``delimiter=``, ...).
+
+    Raises:
+        DataError: what the loader and :func:`purify` raise, and no interaction left after
+            purification (the message gives the rows removed per reason).
+
     Example:
         >>> ds, report = load_dataset("ml-100k", sensitive=["gender"])  # doctest: +SKIP
     """
-    return purify(load(source, **load_kw), purify_config, sensitive=sensitive)
+    raw = load(source, **load_kw)
+    ds, report = purify(raw, purify_config, sensitive=sensitive, on_step=on_step)
+    require_rows(report, raw.source or source)
+    return ds, report
+
+
+def require_rows(report: PurifyReport, source: str) -> None:
+    """Raise when purification left no interaction, giving the rows removed per reason.
+
+    Raises:
+        DataError: naming ``source`` and the removal counts.
+    """
+    if report.output_rows > 0:
+        return
+    counts = ", ".join(f"{r} {c:,}" for r, c in report.removed.items() if c) or "none"
+    raise DataError(
+        f"no interaction of {source} is left after purification ({report.input_rows:,} rows "
+        f"read; removed: {counts}); check that the interactions' ids match the users/items "
+        "tables and that each column holds what its name says"
+    )

@@ -89,13 +89,18 @@ def random_split(
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     *,
     rng: int | np.random.Generator | None = 0,
+    normalise: bool = False,
 ) -> Split:
     """Per-user random split (RecBole ``RS`` with ``group_by=user``), default 8:1:1.
 
     Each user's interactions are shuffled and cut by ``ratios``; every user with enough
     interactions appears in all three parts.
+
+    Raises:
+        ConfigError: ratios that are not three finite non-negative numbers with train > 0, or
+            that do not sum to 1 unless ``normalise=True`` (then they are rescaled).
     """
-    _check_ratios(ratios)
+    ratios = check_ratios(ratios, normalise=normalise)
     gen = np_rng(rng)
     key = gen.random(ds.n_interactions)
     order = np.lexsort((key, ds.users))
@@ -116,14 +121,19 @@ def leave_one_out_split(ds: Dataset) -> Split:
     return _split_by_part(ds, _assign(ds, order, counts))
 
 
-def temporal_split(ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Split:
+def temporal_split(
+    ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), *, normalise: bool = False
+) -> Split:
     """Global temporal split: the earliest interactions train, the next valid, the latest test.
 
     Part sizes follow the same rule as :func:`random_split` applied to all interactions at once
     (RecBole's ``TO`` ordering with ``RS`` ratios): valid and test get ``floor(ratio * n)``.
     Ties in time are broken by row order so the cut sizes are exact.
+
+    Raises:
+        ConfigError: bad ratios, as for :func:`random_split`.
     """
-    _check_ratios(ratios)
+    ratios = check_ratios(ratios, normalise=normalise)
     ts = _require_timestamps(ds)
     order = np.lexsort((np.arange(ds.n_interactions), ts))
     n = ds.n_interactions
@@ -156,7 +166,9 @@ def split_from_frames(
         name = ("train", "valid", "test")[label]
         for col in ("user_id", "item_id"):
             if col not in frame.columns:
-                raise DataError(f"{name} split has no column {col!r}; columns: {list(frame.columns)}")
+                raise DataError(
+                    f"{name} split has no column {col!r}; columns: {list(frame.columns)}"
+                )
         u = _lookup(ds.user_vocab, frame["user_id"])
         i = _lookup(ds.item_vocab, frame["item_id"])
         bad = (u < 0) | (i < 0)
@@ -196,18 +208,37 @@ def make_split(
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     *,
     rng: int | np.random.Generator | None = 0,
+    normalise: bool = False,
 ) -> Split:
-    """Dispatch by name: ``random`` (per user), ``temporal`` (global) or ``loo`` (leave-one-out)."""
+    """Dispatch by name: ``random`` (per user), ``temporal`` (global) or ``loo`` (leave-one-out).
+
+    ``ratios`` must sum to 1; ``normalise=True`` rescales them instead (e.g. ``(8, 1, 1)``).
+    """
     if method == "random":
-        return random_split(ds, ratios, rng=rng)
+        return random_split(ds, ratios, rng=rng, normalise=normalise)
     if method == "temporal":
-        return temporal_split(ds, ratios)
+        return temporal_split(ds, ratios, normalise=normalise)
     if method in ("loo", "leave_one_out"):
         return leave_one_out_split(ds)
     raise ConfigError(f"unknown split method {method!r}; use 'random', 'temporal' or 'loo'")
 
 
-def _check_ratios(ratios: Sequence[float]) -> None:
+#: How far from 1 the sum of split ratios may be (rounding: 0.7 + 0.2 + 0.1 != 1.0 in floats).
+RATIO_SUM_TOL = 1e-6
+
+
+def check_ratios(ratios: Sequence[float], *, normalise: bool = False) -> tuple[float, float, float]:
+    """Split ratios (train, valid, test) as three floats summing to 1.
+
+    Args:
+        ratios: three finite non-negative numbers with train > 0.
+        normalise: rescale ratios that do not sum to 1 (e.g. ``(8, 1, 1)``); without it such
+            ratios are an error, never silently rescaled.
+
+    Raises:
+        ConfigError: not three finite non-negative numbers with train > 0, or (without
+            ``normalise``) a sum other than 1.
+    """
     try:
         r = [] if isinstance(ratios, str) else [float(x) for x in ratios]
     except (TypeError, ValueError):
@@ -217,6 +248,17 @@ def _check_ratios(ratios: Sequence[float]) -> None:
             "split ratios must be three finite non-negative numbers (train, valid, test) with "
             f"train > 0, e.g. (0.8, 0.1, 0.1); got {ratios!r}"
         )
+    total = sum(r)
+    if abs(total - 1.0) > RATIO_SUM_TOL:
+        if not normalise:
+            shown = ", ".join(f"{x:g}" for x in r)
+            raise ConfigError(
+                f"split ratios ({shown}) sum to {total:g}, not 1; give ratios that sum to 1 "
+                "(train, valid, test), e.g. (0.8, 0.1, 0.1), or ask for rescaling explicitly "
+                "with normalise=True"
+            )
+        r = [x / total for x in r]
+    return (r[0], r[1], r[2])
 
 
 def _require_timestamps(ds: Dataset) -> np.ndarray:

@@ -28,11 +28,12 @@ from debiasrec.experiment.methods import (
     expand,
     merge_params,
 )
+from debiasrec.limits import SEED_MAX, check_seed
 from debiasrec.models.base import MODELS
 from debiasrec.models.capabilities import WeightedTraining, missing_capabilities
 
 #: Largest seed accepted (seeds feed NumPy and torch generators).
-MAX_SEED = 2**63 - 1
+MAX_SEED = SEED_MAX
 
 
 class DataConfig(BaseModel):
@@ -71,7 +72,25 @@ class SplitConfig(BaseModel):
 
     method: str = "random"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = Field(2020, ge=0, le=MAX_SEED)
+    normalise: bool = Field(False, description="rescale ratios that do not sum to 1")
+    seed: int = 2020
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, v: int) -> int:
+        return check_seed(v, "split.seed")
+
+    @model_validator(mode="after")
+    def _ratios(self) -> SplitConfig:
+        total = sum(self.ratios)
+        if any(r < 0 for r in self.ratios) or total <= 0:
+            raise ValueError(f"ratios must be >= 0 with a positive sum, got {list(self.ratios)}")
+        if abs(total - 1.0) > 1e-6 and not self.normalise:
+            raise ValueError(
+                f"split ratios {list(self.ratios)} sum to {total:g}, not 1; fix them, or set "
+                "normalise = true (normalise=True in Python) to rescale them"
+            )
+        return self
 
 
 class ModelSpec(ComponentEntry):
@@ -132,9 +151,8 @@ class ExperimentConfig(BaseModel):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("seeds must list at least one seed")
-        bad = [s for s in v if not 0 <= s <= MAX_SEED]
-        if bad:
-            raise ValueError(f"seeds must be integers in [0, 2**63 - 1], got {bad}")
+        for i, s in enumerate(v):
+            check_seed(s, f"seeds[{i}]")
         if len(set(v)) != len(v):
             raise ValueError(f"seeds must be distinct, got {v}")
         return v

@@ -77,6 +77,13 @@ class EvalConfig(BaseModel):
         data["metrics"] = [*ranking, *beyond, *rest]
         return data
 
+    @field_validator("attrs", "intersections")
+    @classmethod
+    def _once(cls, v: list[str] | None, info: Any) -> list[str] | None:
+        from debiasrec.data.loaders import attribute_names
+
+        return None if v is None else attribute_names(v, f"eval.{info.field_name}")
+
     @field_validator("metrics")
     @classmethod
     def _known(cls, v: list[str] | None) -> list[str] | None:
@@ -183,6 +190,8 @@ def evaluate_topk(
     rng: int | np.random.Generator | None = 0,
     scores: np.ndarray | None = None,
     embeddings: np.ndarray | None = None,
+    with_history: bool = True,
+    probe_seed: int = 0,
 ) -> Evaluation:
     """Metrics of ranked lists ``topk[r]`` for user codes ``users[r]`` against ``test``.
 
@@ -191,13 +200,19 @@ def evaluate_topk(
     histories, counted on ``test``'s users only when ``train`` has appended users (see
     :func:`original_users`). Sensitive attributes come from ``test``'s user table; they are read
     here, for evaluation only. ``embeddings`` (the model's user embeddings) feed the leakage
-    probe on representations.
+    probe on representations. ``with_history=False`` withholds ``train`` as the users'
+    histories (it is not their training data, e.g. an audit without one): metrics needing a
+    history (miscalibration) are then not computed. ``probe_seed`` seeds the leakage probes'
+    folds (the same for every method, so identical lists give identical leakage).
     """
     cfg = config or EvalConfig()
     kmax = max(cfg.ks)
     if topk.shape[1] < kmax:
         raise ConfigError(f"lists have {topk.shape[1]} items but eval.ks asks for @{kmax}")
     inp = metric_input(topk, users, train, test, cfg, scores=scores, embeddings=embeddings)
+    inp.probe_seed = probe_seed
+    if not with_history:
+        inp.history = None
     per, results = compute_metrics(inp, cfg.metrics, n_boot=cfg.n_boot, rng=rng)
     per_user = pd.DataFrame(per)
     per_user.insert(0, "user", users)

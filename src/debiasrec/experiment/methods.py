@@ -188,7 +188,6 @@ class SelfCalibrate(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None and k != "target"}
 
 
-
 class PostEntry(ComponentEntry):
     """One ``post`` re-ranker at a fixed, swept or self-calibrated strength."""
 

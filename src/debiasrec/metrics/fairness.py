@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from debiasrec.errors import DataError
+from debiasrec.limits import bootstrap_bytes, check_memory
 from debiasrec.metrics._checks import (
     MAX_CHUNK_ELEMS,
     check_int,
@@ -214,6 +215,13 @@ def by_group(
     n_boot = check_int(n_boot, "n_boot")
     ci = _check_ci(ci)
     gen = np_rng(rng)
+    if n_boot:  # replicates are kept per group and metric: refuse what cannot fit in memory
+        widest = max([len(c.categories) for c in attrs.values()] + [1])
+        check_memory(
+            bootstrap_bytes(n_boot, widest, len(names)),
+            setting="n_boot (eval.n_boot)",
+            what=f"{n_boot:,} bootstrap replicates of {len(names)} metrics x {widest} groups",
+        )
 
     # result[(metric, group)] = (value, lo, hi, n)
     rows: dict[tuple[str, str], tuple[float, float, float, int]] = {}

@@ -509,6 +509,12 @@ def probe_recs(
     return leakage(x, labels, probe=probe, folds=folds, rng=derive_seed(gen), **kwargs)
 
 
+#: Largest dense multi-hot matrix (bytes) :func:`recs_embedding` builds; larger ones (many
+#: users x a big catalogue) go through a sparse matrix instead (same numbers up to rounding;
+#: the dense path keeps small runs bit-identical to earlier versions).
+DENSE_REPRESENTATION_BYTES = 256 * 2**20
+
+
 def recs_embedding(
     topk: np.ndarray, n_items: int, k: int, *, seed: int, dim: int = 64
 ) -> np.ndarray:
@@ -516,18 +522,33 @@ def recs_embedding(
 
     The representation of :func:`recs_representation`, computed with ``torch.svd_lowrank``
     (Halko et al.), which runs on torch's thread pool and so respects ``torch.set_num_threads``
-    (NumPy's BLAS threads oversubscribe a busy machine). The global torch generator is left as
-    it was.
+    (NumPy's BLAS threads oversubscribe a busy machine). Beyond
+    :data:`DENSE_REPRESENTATION_BYTES` the multi-hot matrix stays sparse (memory ~ users x k).
+    The global torch generator is left as it was.
     """
     import torch
 
-    x = recs_representation(topk, n_items, k=k, svd_dim=None)
-    q = min(dim, min(x.shape) - 1)
-    if q < 1:
-        return x
+    n = len(topk)
+    if n * n_items * 8 <= DENSE_REPRESENTATION_BYTES or min(n, n_items) <= 1:
+        x = recs_representation(topk, n_items, k=k, svd_dim=None)
+        q = min(dim, min(x.shape) - 1)
+        if q < 1:
+            return x
+        a = torch.from_numpy(x)
+    else:
+        top = np.asarray(topk)[:, :k]
+        valid = top >= 0
+        rows = np.nonzero(valid)[0]
+        a = torch.sparse_coo_tensor(
+            torch.from_numpy(np.vstack([rows, top[valid]])),
+            torch.ones(len(rows), dtype=torch.float64),
+            size=(n, n_items),
+            check_invariants=False,  # indices built here: in range by construction
+        ).coalesce()
+        q = min(dim, min(n, n_items) - 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        u, s, _ = torch.svd_lowrank(torch.from_numpy(x), q=q, niter=4)
+        u, s, _ = torch.svd_lowrank(a, q=q, niter=4)
     return (u * s).numpy()
 
 

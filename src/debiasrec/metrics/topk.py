@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from debiasrec.limits import check_memory, topk_bytes
+
 ScoreFn = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
 
@@ -110,6 +112,11 @@ def full_ranking_topk(
         chunk: users per block; peak memory is ``chunk * n_items * 4`` bytes of scores.
     """
     users = np.asarray(users, dtype=np.int64)
+    check_memory(
+        topk_bytes(len(users), k),
+        setting="k (eval.ks)",
+        what=f"top-{k:,} lists of {len(users):,} users",
+    )
     out_items = np.empty((len(users), k), dtype=np.int64)
     out_scores = np.empty((len(users), k), dtype=np.float32)
     for start in range(0, len(users), chunk):

@@ -20,7 +20,7 @@ import pandas as pd
 
 from debiasrec.report import svg
 from debiasrec.report.data import ReportData, load_report_data
-from debiasrec.report.tables import method_table
+from debiasrec.report.tables import method_table, metrics_table
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1280px;color:#222;padding:0 1rem}
@@ -48,6 +48,7 @@ _SECTIONS = [
     ("llm-audit", "LLM counterfactual audit"),
     ("transparency", "Transparency"),
     ("tests", "Paired tests"),
+    ("metrics", "Every metric"),
     ("details", "All group metrics"),
     ("config", "Config and environment"),
 ]
@@ -401,6 +402,17 @@ def _tests(d: ReportData) -> str:
     return "".join(parts)
 
 
+def _metrics(d: ReportData) -> str:
+    tab = metrics_table(d.aggregate, d.k, d.methods)
+    if tab.empty:
+        return "<p>No per-user metric in this run.</p>"
+    return _table(
+        tab,
+        f"Every registered per-user metric at @{d.k}: overall mean over seeds per method "
+        "(per-group values and CIs are in results.parquet)",
+    )
+
+
 def _details(d: ReportData) -> str:
     res = d.results
     parts = []
@@ -453,6 +465,7 @@ def render_html(d: ReportData) -> str:
         "llm-audit": _llm,
         "transparency": _transparency,
         "tests": _tests,
+        "metrics": _metrics,
         "details": _details,
         "config": _config,
     }

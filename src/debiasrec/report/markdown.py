@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from debiasrec.report.data import ReportData
-from debiasrec.report.tables import method_table, to_markdown
+from debiasrec.report.tables import method_table, metrics_table, to_markdown
 
 
 def render_markdown(d: ReportData) -> str:
@@ -63,6 +63,9 @@ def render_markdown(d: ReportData) -> str:
                 }
             )
             lines += [to_markdown(show), ""]
+    every = metrics_table(d.aggregate, d.k, d.methods)
+    if not every.empty:
+        lines += ["## Every metric", "", to_markdown(every), ""]
     cf = d.counterfactual()
     lines += [
         "## LLM counterfactual audit",

@@ -186,3 +186,27 @@ def method_table(
             row[name] = cell
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def metrics_table(aggregate: pd.DataFrame, k: int, methods: list[str]) -> pd.DataFrame:
+    """Every registered per-user metric present in the results: its overall mean over seeds at
+    ``k`` per method, which way is better and what it measures (from the metric registry, so a
+    newly registered metric appears without edits here)."""
+    from debiasrec.metrics.registry import FAMILIES, METRICS
+
+    agg = aggregate[aggregate["group"] == "all"].set_index(["method", "metric"])["mean"]
+    rows = []
+    for m in METRICS.values():
+        if FAMILIES[m.family].kind != "per_user":
+            continue
+        name = f"{m.name}@{k}"
+        if name not in set(aggregate["metric"]):
+            continue
+        better = {True: "higher", False: "lower"}.get(m.higher_is_better, "")  # type: ignore[arg-type]
+        row = {"metric": name, "better": better}
+        for method in methods:
+            v = agg.get((method, name), np.nan)
+            row[method] = "nan" if not np.isfinite(v) else f"{v:.4f}"
+        row["what it measures"] = m.description
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["metric", "better", *methods, "what it measures"])

@@ -10,6 +10,7 @@ from debiasrec.data.split import Split, make_split
 from debiasrec.experiment.cache import StageCache, stage_key
 from debiasrec.experiment.config import ExperimentConfig
 from debiasrec.experiment.methods import TrainedVariant, referenced_attrs
+from debiasrec.limits import check_list_length
 
 
 def load_data(cfg: ExperimentConfig) -> tuple[Dataset, PurifyReport]:
@@ -24,7 +25,8 @@ def load_data(cfg: ExperimentConfig) -> tuple[Dataset, PurifyReport]:
 
 def split_data(ds: Dataset, cfg: ExperimentConfig) -> Split:
     """The configured split of ``ds``."""
-    return make_split(ds, cfg.split.method, cfg.split.ratios, rng=cfg.split.seed)
+    s = cfg.split
+    return make_split(ds, s.method, s.ratios, rng=s.seed, normalise=s.normalise)
 
 
 def prepare_data(cfg: ExperimentConfig) -> tuple[Dataset, PurifyReport, Split]:
@@ -51,7 +53,12 @@ def cached_split(sc: StageCache, ds: Dataset, cfg: ExperimentConfig) -> tuple[Sp
 
 
 def check_attrs(cfg: ExperimentConfig, ds: Dataset, variants: list[TrainedVariant]) -> None:
-    """Unknown attribute names (eval, strategies, re-rankers) -> DataError before any training."""
+    """Checks against the data before any training: attribute names (eval, strategies,
+    re-rankers; DataError listing the declared ones) and list lengths (``eval.ks`` longer than
+    the catalogue, or needing more memory than there is: ConfigError)."""
+    check_list_length(
+        cfg.eval.ks, ds.n_items, setting="eval.ks", catalogue=f"the catalogue of {ds.name}"
+    )
     for name in [
         *(cfg.eval.attrs or []),
         *cfg.eval.intersections,
