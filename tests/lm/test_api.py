@@ -216,7 +216,7 @@ def test_cache_makes_a_rerun_free_and_identical_and_never_holds_the_key(tmp_path
         again = b.post_many("completions", [{"model": "m", "prompt": p} for p in "abc"])
         other = b.post("completions", {"model": "m", "prompt": "a", "temperature": 1})
     assert first == again and srv.posts == 4
-    assert b.usage.cache_hits == 3 and b.usage.requests == 2  # GET /models + one POST
+    assert b.usage.cache_hits == 3 and b.usage.requests == 2  # GET /models on the miss + POST
     assert other["choices"][0]["text"] == "answer 4"  # another parameter: another request
     files = list((tmp_path / "cache").rglob("*"))
     assert sum(f.suffix == ".json" for f in files) == 4

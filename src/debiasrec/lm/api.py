@@ -200,6 +200,7 @@ class OpenAIClient:
         self._jitter_lock = threading.Lock()
         self._http: Any = None
         self._models_checked = False
+        self._check_lock = threading.Lock()
         root = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir() / "api"
         self.cache_dir = root
 
@@ -350,7 +351,6 @@ class OpenAIClient:
         """:meth:`post` for every body, ``concurrency`` at a time; answers in input order."""
         if not bodies:
             return []
-        self.check_model()
         workers = min(self.settings.concurrency, len(bodies))
         if workers == 1:
             return [self.post(path, b) for b in bodies]
@@ -372,11 +372,14 @@ class OpenAIClient:
         """Refuse, once, a model the server does not list (when ``check_model`` is on)."""
         if self._models_checked or not self.settings.check_model:
             return
-        try:
-            served = self.models()
-        except ConfigError:  # the server has no /models route: skip the check
-            served = []
-        self._models_checked = True
+        with self._check_lock:
+            if self._models_checked:
+                return
+            try:
+                served = self.models()
+            except ConfigError:  # the server has no /models route: skip the check
+                served = []
+            self._models_checked = True
         if served and self.settings.model not in served:
             raise ConfigError(
                 f"{self.settings.url} does not serve model {self.settings.model!r}; it serves "
