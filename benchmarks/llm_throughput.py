@@ -121,8 +121,12 @@ def main() -> None:
     rows = []
     ref = None
     for method in args.methods.split(","):
-        lm.score_candidates(prompts[: args.batch_size], cands[: args.batch_size],
-                            method=method, batch_size=args.batch_size)  # fmt: skip  (warm-up)
+        lm.score_candidates(
+            prompts[: args.batch_size],
+            cands[: args.batch_size],
+            method=method,
+            batch_size=args.batch_size,
+        )  # fmt: skip  (warm-up)
         best = float("inf")
         for _ in range(args.repeats):
             if args.device.startswith("cuda"):

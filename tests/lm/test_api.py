@@ -21,7 +21,10 @@ pytest.importorskip("httpx")
 from debiasrec.errors import ConfigError  # noqa: E402
 from debiasrec.lm.api import EndpointError, EndpointLM, EndpointSettings, OpenAIClient  # noqa: E402
 
-OK = {"choices": [{"text": "hi", "index": 0}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+OK = {
+    "choices": [{"text": "hi", "index": 0}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+}
 SECRET = "sk-test-SECRET-4242"
 
 

@@ -171,7 +171,9 @@ def test_cli_audit_through_the_endpoint(server, tmp_path, monkeypatch) -> None:
     assert 0 <= rate <= 1
     assert {"snsr_jaccard@10", "p_snsr_jaccard@10", "excess_snsr_jaccard@10"} <= set(res.metric)
     # the written config re-runs from the cache: no new request, identical results
-    assert main(["llm-audit", "--config", str(out / "config.toml"), "--out", str(tmp_path / "b")]) == 0
+    assert (
+        main(["llm-audit", "--config", str(out / "config.toml"), "--out", str(tmp_path / "b")]) == 0
+    )
     again = json.loads((tmp_path / "b" / "summary.json").read_text())["api"]
     assert again["requests"] == 0 and again["cache_hits"] > 0
     pd.testing.assert_frame_equal(res, pd.read_parquet(tmp_path / "b" / "results.parquet"))
