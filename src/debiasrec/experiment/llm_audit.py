@@ -372,9 +372,15 @@ def run_llm_audit(run: LLMAuditRun, out: Any, *, progress: bool = False) -> pd.D
             f"model {run.model!r} does not read user text (no score_with_texts), so prompts "
             "cannot vary; audit text2tower or llm_ranker"
         )
+    fresh = None if run.load else cls(run.params)  # validates the parameters first
+    endpoint = getattr(getattr(fresh, "config", None), "endpoint", None)
+    if endpoint is not None:  # reach the server (and check the model name) before any work
+        from debiasrec.lm.api import OpenAIClient
+
+        OpenAIClient(endpoint).check_model()
     ds, _ = load_dataset(run.data)
     split = random_split(ds, rng=run.split_seed)
-    if run.load:
+    if fresh is None:
         model = cls.load(run.load)
         if model.n_users_ != split.train.n_users or model.n_items_ != split.train.n_items:
             raise DataError(
@@ -382,7 +388,7 @@ def run_llm_audit(run: LLMAuditRun, out: Any, *, progress: bool = False) -> pd.D
                 f"{model.n_items_} items, not on this split of {run.data!r}"
             )
     else:
-        model = cls(run.params).fit(split.train, valid=split.valid, rng=run.fit_seed)
+        model = fresh.fit(split.train, valid=split.valid, rng=run.fit_seed)
     t_fit = time.perf_counter() - t0
     bar = None
     if progress:

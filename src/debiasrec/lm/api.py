@@ -162,6 +162,10 @@ def _detail(response: Any, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+def _ascii(text: str) -> str:
+    return "".join(ch for ch in text if ch.isascii())
+
+
 def _retry_after(response: Any) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
@@ -560,9 +564,13 @@ class EndpointLM:
             )
         tokens = lp.get("tokens")
         if isinstance(tokens, list) and len(tokens) == len(values):
-            got = "".join(str(t) for t in tokens[n_prompt - n_tokens : n_prompt])
-            # Servers may print special tokens (the end-of-turn) as empty text.
-            if got not in (cand, cand[: len(cand) - len(self.tokenizer.eos_token or "")]):
+            # Servers may print special tokens (the end-of-turn) as empty text, and a token
+            # holding part of a multi-byte character as nothing (or as "bytes:..."): compare
+            # the ASCII characters only.
+            pieces = [str(t) for t in tokens[n_prompt - n_tokens : n_prompt]]
+            got = "".join(t for t in pieces if not t.startswith("bytes:"))
+            eos = self.tokenizer.eos_token or ""
+            if _ascii(got) not in (_ascii(cand), _ascii(cand[: len(cand) - len(eos)])):
                 raise EndpointError(
                     f"{url} tokenised candidate {cand!r} as {got!r}: the served model's tokenizer "
                     "differs from the one used here; give the served model's tokenizer"
