@@ -8,17 +8,17 @@ file; the same audit (same users, seeds, variants, controls) is run on the in-pr
 * **generation mode**: the LLM writes a top-10 list (greedy), matched to the catalog; the
   in-process model renders the chat template with the Hugging Face tokenizer, the server with the
   GGUF file's copy of the same template;
-* **scoring mode**: BPR's top-``--candidates`` items re-ranked by the mean log-likelihood of the
-  title (``LLMRanker`` defaults), top-5 lists; the API gets the chat template rendered here.
+* **scoring mode**: the retriever's top-``--candidates`` items re-ranked by the mean log-likelihood of the
+  title (``LLMRanker`` defaults), top-``--k`` lists; the API gets the chat template rendered here.
 
-Both runs share ML-100K, ``random_split(ds, rng=2020)``, BPR (seed 0) as the retriever, the
+Both runs share ML-100K, ``random_split(ds, rng=2020)``, the retriever (``--retriever``, seed 0), the
 user text (history of the last ``--history`` titles, no profile; the audit adds the fields),
 ``AuditConfig(attrs=["gender"], typo_seeds=2, seed=0)`` with the placebo colour and
 other-history controls. The server computes with the Q4_1 weights and 8-bit activations, the
 in-process model in float32, so exact equality is not expected: the tables give how far apart
 the log-likelihoods and the lists are.
 
-    python benchmarks/llm_api_audit.py [--gen-users 20] [--score-users 5] [--candidates 8]
+    python benchmarks/llm_api_audit.py [--gen-users 20] [--score-users 5] [--candidates 8] [--k 5]
 """
 
 from __future__ import annotations
@@ -119,6 +119,9 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default="generate,score")
+    ap.add_argument("--k", type=int, default=5, help="list length in scoring mode")
+    ap.add_argument("--retriever", choices=["bpr", "itemknn"], default="bpr")
+    ap.add_argument("--max-new-tokens", type=int, default=120)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -127,20 +130,22 @@ def main() -> None:
     from debiasrec.data import load_dataset, random_split
     from debiasrec.experiment.llm_audit import run_audit
     from debiasrec.lm.templates import TextRenderer, Variant
-    from debiasrec.models import BPR, LLMRanker
+    from debiasrec.models import BPR, ItemKNN, LLMRanker
 
     tmp = Path(tempfile.mkdtemp(prefix="llm_api_audit_"))
+    print(f"raw results in {tmp}", flush=True)
     ds, _ = load_dataset("ml-100k")
     split = random_split(ds, rng=SPLIT_SEED)
-    bpr = BPR().fit(split.train, valid=split.valid, rng=0)
+    retr_cls = {"bpr": BPR, "itemknn": ItemKNN}[args.retriever]
+    bpr = retr_cls().fit(split.train, valid=split.valid, rng=0)
     proc, url = start_server(tmp / "server.log", args.threads)
     sections: list[str] = []
     try:
         for mode in args.modes.split(","):
             n_users = args.gen_users if mode == "generate" else args.score_users
-            k = 10 if mode == "generate" else min(5, args.candidates)
+            k = 10 if mode == "generate" else min(args.k, args.candidates - 1)
             params = {"mode": mode, "n_candidates": args.candidates, "device": "cpu",
-                      "generate_max_new_tokens": 120, "outside_candidates": "-inf",
+                      "generate_max_new_tokens": args.max_new_tokens, "outside_candidates": "-inf",
                       "user_template": {"profile": [], "history": args.history}}  # fmt: skip
             endpoint = {"url": url, "model": NAME, "cache_dir": str(tmp / "api"),
                         "concurrency": 2, "timeout": 600}  # fmt: skip
@@ -148,17 +153,22 @@ def main() -> None:
                    "n_perm": 1000, "n_boot": 500}  # fmt: skip
             runs, lists, secs, models = {}, {}, {}, {}
             for run, extra in (("in process", {}), ("API", {"endpoint": endpoint})):
-                model = LLMRanker({**params, **extra}).fit(split.train, rng=0, retriever=bpr)
+                model = LLMRanker({**params, **extra, "retriever": args.retriever}).fit(
+                    split.train, rng=0, retriever=bpr
+                )
                 t = time.perf_counter()
                 runs[run], lists[run] = run_audit(model, split, config=cfg, method=run)
                 secs[run] = time.perf_counter() - t
                 models[run] = model
+                runs[run].to_parquet(tmp / f"{mode}-{run.replace(' ', '_')}-results.parquet")
+                lists[run].to_parquet(tmp / f"{mode}-{run.replace(' ', '_')}-lists.parquet")
                 print(mode, run, f"{secs[run]:.0f} s", flush=True)
             api_model = models["API"]
             usage = api_model.lm_.usage.to_dict()
             # Re-run of the API audit: every answer from the cache.
-            again = LLMRanker({**params, "endpoint": endpoint}).fit(split.train, rng=0,
-                                                                    retriever=bpr)  # fmt: skip
+            again = LLMRanker({**params, "endpoint": endpoint, "retriever": args.retriever}).fit(
+                split.train, rng=0, retriever=bpr
+            )
             t = time.perf_counter()
             res2, lists2 = run_audit(again, split, config=cfg, method="API")
             rerun_s = time.perf_counter() - t

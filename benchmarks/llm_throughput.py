@@ -5,7 +5,7 @@ unseen items of the first ``--prompts`` test users (drawn with seed 2020) as can
 prompt is ``LLMRanker``'s default instruction around the user text (age, gender, occupation and
 the last 10 training titles), in the model's chat template. Every method scores the same prompts
 and candidates; the table gives candidates per second (best of ``--repeats`` timed runs after
-one warm-up run) and the largest difference of the log-probabilities from the packed path.
+one warm-up run; methods interleaved) and the largest difference of the log-probabilities from the packed path.
 
 Models: ``smollm2`` (the offline SmolLM2-135M-Instruct, dequantized) or a randomly initialised
 Llama of a given shape (``--shape smollm2`` = SmolLM2's 576 x 30 layers, ``1b`` = Llama-3.2-1B's
@@ -119,29 +119,25 @@ def main() -> None:
     n_cand = sum(len(c) for c in cands)
     load_before = loadavg()
     rows = []
-    ref = None
-    for method in args.methods.split(","):
-        lm.score_candidates(
-            prompts[: args.batch_size],
-            cands[: args.batch_size],
-            method=method,
-            batch_size=args.batch_size,
-        )  # fmt: skip  (warm-up)
-        best = float("inf")
-        for _ in range(args.repeats):
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+    methods = args.methods.split(",")
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    for method in methods:  # warm-up
+        lm.score_candidates(prompts[: args.batch_size], cands[: args.batch_size], method=method,
+                            batch_size=args.batch_size)  # fmt: skip
+    best = dict.fromkeys(methods, float("inf"))
+    sums = {}
+    for rep in range(args.repeats):  # interleaved, so load changes hit every method alike
+        for method in methods:
+            sync()
             t = time.perf_counter()
             lp = lm.score_candidates(prompts, cands, method=method, batch_size=args.batch_size)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-        if ref is None:
-            ref = lp.sum
-        diff = float(np.nanmax(np.abs(lp.sum - ref)))
-        rows.append((method, best, n_cand / best, diff))
-        print(f"{method}: {best:.2f} s, {n_cand / best:.1f} candidates/s, max|diff| {diff:.2e}",
-              flush=True)  # fmt: skip
+            sync()
+            best[method] = min(best[method], time.perf_counter() - t)
+            sums[method] = lp.sum
+            print(f"repeat {rep} {method}: {time.perf_counter() - t:.2f} s", flush=True)
+    for method in methods:
+        diff = float(np.nanmax(np.abs(sums[method] - sums[methods[0]])))
+        rows.append((method, best[method], n_cand / best[method], diff))
     load_after = loadavg()
     base = rows[0][2]
     dev = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda")
@@ -149,7 +145,7 @@ def main() -> None:
     lines = [
         f"Model: {desc}; device {dev}; dtype {args.dtype}; {args.prompts} prompts x "
         f"{args.candidates} candidates ({n_cand} candidates), batch {args.batch_size}, best of "
-        f"{args.repeats} after a warm-up. Load average (1 min) before / after: "
+        f"{args.repeats} interleaved runs after a warm-up. Load average (1 min) before / after: "
         f"{load_before:.2f} / {load_after:.2f}"
         + (" - the machine was busy: NOT FINAL" if args.device == "cpu"
            and max(load_before, load_after) > 1.5 else "") + ".",
