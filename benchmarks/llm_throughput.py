@@ -49,20 +49,22 @@ def loadavg() -> float:
         return float("nan")
 
 
-def workload(n_prompts: int, n_cand: int) -> tuple[list[str], list[list[str]]]:
+def workload(
+    n_prompts: int, n_cand: int, retriever: str = "bpr"
+) -> tuple[list[str], list[list[str]]]:
     """Prompts (user turns) and candidate titles of the LLM ranker on ML-100K."""
     from debiasrec.data.purify import load_dataset
     from debiasrec.data.split import random_split
     from debiasrec.experiment.evaluate import eval_users
     from debiasrec.lm.templates import TextRenderer, UserTemplate
-    from debiasrec.models import BPR
+    from debiasrec.models import model_class
     from debiasrec.models.llm_ranker import LLMRankerConfig
 
     ds, _ = load_dataset("ml-100k")
     split = random_split(ds, rng=SEED)
     rng = np.random.default_rng(SEED)
     users = np.sort(rng.choice(eval_users(split.test), n_prompts, replace=False))
-    bpr = BPR().fit(split.train, valid=split.valid, rng=SEED)
+    bpr = model_class(retriever)().fit(split.train, valid=split.valid, rng=SEED)
     items = bpr.recommend(users, k=n_cand).items
     renderer = TextRenderer(split.train, user_template=UserTemplate(profile=None))
     titles = renderer.titles()
@@ -109,12 +111,13 @@ def main() -> None:
     ap.add_argument("--methods", default="packed,shared")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--retriever", default="bpr", help="candidate generator (pop: a quick check)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     command = "python benchmarks/llm_throughput.py " + " ".join(sys.argv[1:])
-    prompts, cands = workload(args.prompts, args.candidates)
+    prompts, cands = workload(args.prompts, args.candidates, args.retriever)
     lm, desc = build_lm(args)
     n_cand = sum(len(c) for c in cands)
     load_before = loadavg()
