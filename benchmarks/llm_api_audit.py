@@ -230,8 +230,8 @@ def main() -> None:
                     f"{torch.__version__}, {args.threads} threads. 1-min load average at the "
                     f"end: {loadavg()} (the 2-core machine was shared; times are not final)."
                 )
-                write_section("LLM audit through an API vs in process (SmolLM2, llama-cpp-python "
-                              "server)", command, head + "\n\n" + "\n\n".join(sections))  # fmt: skip
+                write_section(f"LLM audit through an API vs in process, {mode} mode (SmolLM2, "
+                              "llama-cpp-python server)", command, head + "\n\n" + body)  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(timeout=30)
