@@ -19,6 +19,12 @@ result equals scoring each ``prompt + candidate`` separately (see ``tests/lm/tes
 fraction of the cost: the prompt is encoded once instead of once per candidate, and the
 candidates share one forward. Several prompts are batched (left-padded prompts, right-padded
 packed rows).
+
+**Shared-prefix scoring** (``method="shared"``, the default; :meth:`CausalLM._shared_scores`)
+gives the same numbers faster: the token prefix all prompts share (system prompt, template,
+instruction start) is run once, rows are sorted by length, each batch is one forward over the
+prompt suffixes and packed candidates after the shared cache, and logits are computed only at the
+positions that predict candidate tokens.
 """
 
 from __future__ import annotations
