@@ -1,0 +1,216 @@
+"""SASRec on ML-100K, temporal leave-one-out, full ranking: debiasrec vs RecBole 1.2.1 (same split).
+
+Three steps; the second runs in a RecBole 1.2.1 virtualenv (RecBole cannot be installed next to
+debiasrec's pinned stack) and is skipped when that venv does not exist:
+
+1. ``python benchmarks/sasrec_loo.py export DIR`` (debiasrec's env): the leave-one-out split of
+   :func:`debiasrec.data.split.leave_one_out_split` (per user, by timestamp with row order
+   breaking ties: last interaction test, second-to-last valid) written as ``DIR/split/*.parquet``
+   and as the RecBole atomic file ``DIR/ml100k_loo/ml100k_loo.inter`` whose ``timestamp`` is
+   each interaction's rank in its user's sequence, so RecBole's own ``LS: valid_and_test``
+   split with ``order: TO`` is exactly the same split (checked in step 3).
+2. ``<recbole venv>/bin/python benchmarks/sasrec_loo.py recbole DIR [--epochs N]``: RecBole's
+   SASRec with its default hyper-parameters and the CE loss (``train_neg_sample_args: None``),
+   early stopping on validation NDCG@10; then its raw full-ranking scores of every test user
+   (its own test input: the last 50 items of train + valid) written to ``DIR/recbole_scores.npy``
+   with the item-id order, and its own test metrics to ``DIR/recbole.json``.
+3. ``python benchmarks/sasrec_loo.py ours DIR``: debiasrec's SASRec fitted on the same split,
+   its inference history extended by the validation item (``extend_history``), and both
+   libraries' scores evaluated by the same evaluator (debiasrec's ``evaluate_model``: train and
+   valid items masked, full ranking over all items), plus BPR, iALS and EASE as non-sequential
+   references on the same split. Writes a section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+MAX_LEN = 50
+
+
+def export(folder: Path) -> None:
+    import numpy as np
+
+    from debiasrec.data import load_dataset
+    from debiasrec.data.split import leave_one_out_split
+
+    ds, _ = load_dataset("ml-100k")
+    split = leave_one_out_split(ds)
+    split.save(folder / "split")
+    order = np.lexsort((np.arange(ds.n_interactions), ds.timestamps, ds.users))
+    users = ds.users[order]
+    starts = np.searchsorted(users, np.arange(ds.n_users))
+    rank = np.arange(ds.n_interactions) - starts[users]
+    out = folder / "ml100k_loo"
+    out.mkdir(parents=True, exist_ok=True)
+    uid = ds.user_vocab.take(users).to_numpy()
+    iid = ds.item_vocab.take(ds.items[order]).to_numpy()
+    with open(out / "ml100k_loo.inter", "w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for u, i, r in zip(uid, iid, rank, strict=True):
+            f.write(f"{u}\t{i}\t{r}\n")
+    print(f"wrote {out} and {folder / 'split'}")
+
+
+def recbole(folder: Path, epochs: int, threads: int) -> None:
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    import numpy as np
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    torch.set_num_threads(threads)
+    cfg = {
+        "seed": 2020, "reproducibility": True, "use_gpu": False, "show_progress": False,
+        "data_path": str(folder), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "MAX_ITEM_LIST_LENGTH": MAX_LEN, "loss_type": "CE", "train_neg_sample_args": None,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                      "mode": "full"},
+        "metrics": ["NDCG", "Recall", "MRR"], "topk": [10], "valid_metric": "NDCG@10",
+        "epochs": epochs, "stopping_step": 10, "checkpoint_dir": str(folder / "saved"),
+        "log_wandb": False,
+    }  # fmt: skip
+    config = Config(model="SASRec", dataset="ml100k_loo", config_dict=cfg)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = SASRec(config, train_data._dataset)
+    trainer = Trainer(config, model)
+    t = time.perf_counter()
+    best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    fit_s = time.perf_counter() - t
+    result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    model.eval()
+    uid_field = dataset.uid_field
+    users, rows = [], []
+    with torch.no_grad():
+        for batch in test_data:
+            inter = batch[0]
+            scores = model.full_sort_predict(inter.to(model.device)).view(len(inter), -1)
+            users.append(inter[uid_field].numpy())
+            rows.append(scores.numpy().astype(np.float32))
+    users_arr = np.concatenate(users)
+    np.save(folder / "recbole_scores.npy", np.concatenate(rows))
+    info = {
+        "users": [str(x) for x in dataset.id2token(uid_field, users_arr)],
+        "items": [str(x) for x in dataset.id2token(dataset.iid_field, np.arange(dataset.item_num))],
+        "test": {k: float(v) for k, v in result.items()},
+        "best_valid": {k: float(v) for k, v in best_valid.items()},
+        "fit_s": fit_s, "epochs_run": len(trainer.train_loss_dict),
+        "train_samples": len(train_data._dataset), "threads": threads, "max_epochs": epochs,
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }  # fmt: skip
+    (folder / "recbole.json").write_text(json.dumps(info))
+    print(json.dumps({k: v for k, v in info.items() if k not in ("users", "items")}))
+
+
+def ours(folder: Path, threads: int, write: bool, epochs: int | None) -> None:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _results import write_section
+
+    from debiasrec.data import load_dataset
+    from debiasrec.data.split import split_from_frames
+    from debiasrec.experiment.evaluate import EvalConfig, evaluate_model
+    from debiasrec.models import model_class
+
+    torch.set_num_threads(threads)
+    ds, _ = load_dataset("ml-100k")
+    split = split_from_frames(
+        ds, *(pd.read_parquet(folder / "split" / f"{p}.parquet") for p in ("train", "valid", "test"))
+    )
+    ecfg = EvalConfig(ks=[10], metrics=["ndcg", "recall", "mrr"], beyond=[], attrs=[], n_boot=0)
+
+    def measure(score_fn):  # noqa: ANN001, ANN202
+        ev = evaluate_model(score_fn, split.train, split.valid, split.test, config=ecfg)
+        r = ev.results.set_index(["metric", "group"])["value"]
+        return r[("ndcg@10", "all")], r[("recall@10", "all")], r[("mrr@10", "all")]
+
+    rows = []
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    sas_kw: dict = {} if epochs is None else {"train": {"epochs": epochs}}
+    for name, kw in (("sasrec", sas_kw), ("ials", {}), ("ease", {}), ("bpr", {})):
+        t = time.perf_counter()
+        model = model_class(name)(kw).fit(split.train, valid=split.valid, rng=0)
+        fit_s = time.perf_counter() - t
+        note = ""
+        if name == "sasrec":
+            h = model.history_
+            note = f"best epoch {h.best_epoch + 1} of {len(h.epochs)}"
+            model.extend_history(split.valid)
+        nd, rc, mrr = measure(model._score_block)
+        rows.append((f"debiasrec {name}", nd, rc, mrr, fit_s, note))
+        print(rows[-1], flush=True)
+    rb_json = folder / "recbole.json"
+    rb_note = "RecBole was not run (no RecBole venv or no scores in DIR)."
+    if rb_json.exists():
+        info = json.loads(rb_json.read_text())
+        raw = np.load(folder / "recbole_scores.npy")
+        ucodes = ds.user_vocab.get_indexer(pd.Index(info["users"]).astype(ds.user_vocab.dtype))
+        item_tokens = pd.Index(info["items"][1:]).astype(ds.item_vocab.dtype)  # 0 is [PAD]
+        icodes = ds.item_vocab.get_indexer(item_tokens)
+        if (ucodes < 0).any() or (icodes < 0).any():
+            raise SystemExit("RecBole's ids do not map onto ML-100K's")
+        full = np.full((ds.n_users, ds.n_items), -np.inf, dtype=np.float32)
+        full[np.ix_(ucodes, icodes)] = raw[:, 1:]
+        nd, rc, mrr = measure(lambda u: full[u])
+        t = info["test"]
+        rows.append(("RecBole 1.2.1 SASRec (CE)", nd, rc, mrr, info["fit_s"],
+                     f"RecBole's own evaluator (no history masking): NDCG@10 "
+                     f"{t.get('ndcg@10', float('nan')):.4f}, Recall@10 "
+                     f"{t.get('recall@10', float('nan')):.4f}; {info['epochs_run']} epochs run "
+                     f"(max {info['max_epochs']}), "
+                     f"{info['threads']} threads, load {' '.join(info['loadavg'])}"))  # fmt: skip
+        rb_note = (
+            f"RecBole: {info['train_samples']:,} training samples (one per prefix), its SASRec "
+            "defaults (2 layers, 2 heads, hidden 64, inner 256, dropout 0.5, max length 50, "
+            "batch 2048, Adam lr 1e-3), CE loss over all items, early stopping on valid NDCG@10 "
+            "(stopping_step 10)."
+        )
+    body = (
+        "ML-100K, temporal leave-one-out (per user, by timestamp with row order breaking ties: "
+        "last interaction test, second-to-last valid; identical for both libraries), full "
+        "ranking over all 1,682 items with the user's train and valid items masked, one evaluator "
+        "(debiasrec's) for both libraries' scores. Sequence models read the last 50 items of "
+        "train + valid at test time. Model seed 0, "
+        f"{threads} torch thread(s); load average at start {' '.join(load)} (fit seconds "
+        "indicative only).\n\n"
+        "| model | NDCG@10 | Recall@10 (= HR@10) | MRR@10 | fit s | notes |\n|---|---|---|---|---|---|\n"
+        + "\n".join(f"| {a} | {b:.4f} | {c:.4f} | {d:.4f} | {e:.0f} | {f} |" for a, b, c, d, e, f in rows)
+        + "\n\n" + rb_note
+    )
+    print(body)
+    if write:
+        write_section("SASRec on ML-100K leave-one-out vs RecBole 1.2.1 (same split)",
+                      "python benchmarks/sasrec_loo.py ours " + " ".join(sys.argv[3:]), body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["export", "recbole", "ours"])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    if args.mode == "export":
+        export(args.folder)
+    elif args.mode == "recbole":
+        recbole(args.folder, args.epochs or 300, args.threads)
+    else:
+        ours(args.folder, args.threads, args.write, args.epochs)
+
+
+if __name__ == "__main__":
+    main()
