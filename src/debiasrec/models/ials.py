@@ -36,7 +36,8 @@ that act on a fitted representation).
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,12 +65,19 @@ class IALSConfig(ModelConfig):
     block: int = Field(1024, ge=1, description="rows per block of the Cholesky solver")
 
 
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: Any) -> torch.Tensor:
+    # Built from a canonical scipy CSR matrix: the invariants hold, skip the checks.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+
+
 def _csr_tensor(m: sp.csr_matrix, values: np.ndarray) -> torch.Tensor:
-    return torch.sparse_csr_tensor(
+    return _csr(
         torch.from_numpy(m.indptr.astype(np.int64)),
         torch.from_numpy(m.indices.astype(np.int64)),
         torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
-        size=m.shape,
+        m.shape,
     )
 
 
@@ -100,9 +108,7 @@ def _solve_cg(
 
     def matvec(p: torch.Tensor) -> torch.Tensor:
         dots = torch.sparse.sampled_addmm(side.pattern, p, y.T, beta=0.0)
-        weighted = torch.sparse_csr_tensor(
-            dots.crow_indices(), dots.col_indices(), dots.values() * side.aw, size=dots.shape
-        )
+        weighted = _csr(dots.crow_indices(), dots.col_indices(), dots.values() * side.aw, dots.shape)
         return p @ gram + side.reg * p + torch.sparse.mm(weighted, y)
 
     r = b - matvec(x)
