@@ -53,10 +53,10 @@ class IALSConfig(ModelConfig):
     """iALS hyper-parameters (defaults chosen on ML-100K validation, benchmarks/RESULTS.md)."""
 
     dim: int = Field(128, ge=1, description="number of latent factors")
-    alpha: float = Field(2.0, ge=0.0, description="confidence of an observed pair: 1 + alpha")
-    reg: float = Field(20.0, ge=0.0, description="L2 weight on user and item factors")
+    alpha: float = Field(1.0, ge=0.0, description="confidence of an observed pair: 1 + alpha")
+    reg: float = Field(2.0, ge=0.0, description="L2 weight on user and item factors")
     reg_exponent: float = Field(
-        0.0, ge=0.0, le=1.0, description="reg_u = reg * (summed pair weights of u) ** exponent"
+        0.5, ge=0.0, le=1.0, description="reg_u = reg * (summed pair weights of u) ** exponent"
     )
     iterations: int = Field(15, ge=1, description="alternating half-iteration pairs")
     solver: Literal["cg", "cholesky"] = "cg"
