@@ -112,7 +112,7 @@ def recbole(folder: Path, epochs: int, threads: int) -> None:
     print(json.dumps({k: v for k, v in info.items() if k not in ("users", "items")}))
 
 
-def ours(folder: Path, threads: int, write: bool, epochs: int | None) -> None:
+def ours(folder: Path, threads: int, write: bool, epochs: int | None, lr: float | None) -> None:
     import numpy as np
     import pandas as pd
     import torch
@@ -123,34 +123,44 @@ def ours(folder: Path, threads: int, write: bool, epochs: int | None) -> None:
     from debiasrec.data import load_dataset
     from debiasrec.data.split import split_from_frames
     from debiasrec.experiment.evaluate import EvalConfig, evaluate_model
+    from debiasrec.metrics.leakage import leakage
     from debiasrec.models import model_class
 
     torch.set_num_threads(threads)
-    ds, _ = load_dataset("ml-100k")
+    ds, _ = load_dataset("ml-100k", sensitive=["gender", "age"])
     split = split_from_frames(
         ds, *(pd.read_parquet(folder / "split" / f"{p}.parquet") for p in ("train", "valid", "test"))
     )
-    ecfg = EvalConfig(ks=[10], metrics=["ndcg", "recall", "mrr"], beyond=[], attrs=[], n_boot=0)
+    ecfg = EvalConfig(ks=[10], metrics=["ndcg", "recall", "mrr"], beyond=[], n_boot=0)
+    keys = [("ndcg@10", "all"), ("recall@10", "all"), ("mrr@10", "all"),
+            ("gap_ndcg@10", "gender"), ("gap_ndcg@10", "age")]  # fmt: skip
 
-    def measure(score_fn):  # noqa: ANN001, ANN202
+    def measure(score_fn, emb):  # noqa: ANN001, ANN202
         ev = evaluate_model(score_fn, split.train, split.valid, split.test, config=ecfg)
         r = ev.results.set_index(["metric", "group"])["value"]
-        return r[("ndcg@10", "all")], r[("recall@10", "all")], r[("mrr@10", "all")]
+        leak = float("nan") if emb is None else leakage(
+            emb, ds.user_groups("gender"), folds=5, rng=1)["auc"]  # fmt: skip
+        return [float(r[k]) for k in keys] + [leak]
 
     rows = []
     load = Path("/proc/loadavg").read_text().split()[:3]
-    sas_kw: dict = {} if epochs is None else {"train": {"epochs": epochs}}
-    for name, kw in (("sasrec", sas_kw), ("ials", {}), ("ease", {}), ("bpr", {})):
+    train_kw: dict = {}
+    if epochs is not None:
+        train_kw["epochs"] = epochs
+    if lr is not None:
+        train_kw["lr"] = lr
+    sas_kw = {"train": train_kw} if train_kw else {}
+    for name, kw in (("ials", {}), ("ease", {}), ("bpr", {}), ("sasrec", sas_kw)):
         t = time.perf_counter()
         model = model_class(name)(kw).fit(split.train, valid=split.valid, rng=0)
         fit_s = time.perf_counter() - t
-        note = ""
+        note = f"`{kw}`" if kw else "defaults"
         if name == "sasrec":
             h = model.history_
-            note = f"best epoch {h.best_epoch + 1} of {len(h.epochs)}"
+            note += f"; best epoch {h.best_epoch + 1} of {len(h.epochs)}; test reads train + valid"
             model.extend_history(split.valid)
-        nd, rc, mrr = measure(model._score_block)
-        rows.append((f"debiasrec {name}", nd, rc, mrr, fit_s, note))
+        emb = model.user_embeddings() if model.has_embeddings else None
+        rows.append((f"debiasrec {name}", *measure(model._score_block, emb), fit_s, note))
         print(rows[-1], flush=True)
     rb_json = folder / "recbole.json"
     rb_note = "RecBole was not run (no RecBole venv or no scores in DIR)."
@@ -164,32 +174,37 @@ def ours(folder: Path, threads: int, write: bool, epochs: int | None) -> None:
             raise SystemExit("RecBole's ids do not map onto ML-100K's")
         full = np.full((ds.n_users, ds.n_items), -np.inf, dtype=np.float32)
         full[np.ix_(ucodes, icodes)] = raw[:, 1:]
-        nd, rc, mrr = measure(lambda u: full[u])
         t = info["test"]
-        rows.append(("RecBole 1.2.1 SASRec (CE)", nd, rc, mrr, info["fit_s"],
+        rows.append(("RecBole 1.2.1 SASRec (CE)", *measure(lambda u: full[u], None),
+                     info["fit_s"],
                      f"RecBole's own evaluator (no history masking): NDCG@10 "
                      f"{t.get('ndcg@10', float('nan')):.4f}, Recall@10 "
-                     f"{t.get('recall@10', float('nan')):.4f}; {info['epochs_run']} epochs run "
-                     f"(max {info['max_epochs']}), "
-                     f"{info['threads']} threads, load {' '.join(info['loadavg'])}"))  # fmt: skip
+                     f"{t.get('recall@10', float('nan')):.4f}; {info['epochs_run']} epoch(s) run "
+                     f"(max {info['max_epochs']}), {info['threads']} thread(s), load "
+                     f"{' '.join(info['loadavg'])}"))  # fmt: skip
         rb_note = (
             f"RecBole: {info['train_samples']:,} training samples (one per prefix), its SASRec "
             "defaults (2 layers, 2 heads, hidden 64, inner 256, dropout 0.5, max length 50, "
-            "batch 2048, Adam lr 1e-3), CE loss over all items, early stopping on valid NDCG@10 "
-            "(stopping_step 10)."
+            "batch 2048, Adam lr 1e-3), CE loss over all items (`train_neg_sample_args: None`)."
         )
+    def cell(v: float) -> str:
+        return "–" if np.isnan(v) else f"{v:.4f}"
+
     body = (
         "ML-100K, temporal leave-one-out (per user, by timestamp with row order breaking ties: "
         "last interaction test, second-to-last valid; identical for both libraries), full "
         "ranking over all 1,682 items with the user's train and valid items masked, one evaluator "
-        "(debiasrec's) for both libraries' scores. Sequence models read the last 50 items of "
-        "train + valid at test time. Model seed 0, "
-        f"{threads} torch thread(s); load average at start {' '.join(load)} (fit seconds "
-        "indicative only).\n\n"
-        "| model | NDCG@10 | Recall@10 (= HR@10) | MRR@10 | fit s | notes |\n|---|---|---|---|---|---|\n"
-        + "\n".join(f"| {a} | {b:.4f} | {c:.4f} | {d:.4f} | {e:.0f} | {f} |" for a, b, c, d, e, f in rows)
+        "(debiasrec's) for both libraries' scores. SASRec reads the last 50 items of "
+        "train + valid at test time. Gaps: max - min test NDCG@10 over gender / age groups; "
+        "leakage: 5-fold CV AUC of a logistic-regression probe for gender on the user "
+        f"embeddings. Model seed 0, {threads} torch thread(s); load average at start "
+        f"{' '.join(load)} (fit seconds indicative only).\n\n"
+        "| model | NDCG@10 | Recall@10 (= HR@10) | MRR@10 | gender gap | age gap | gender AUC "
+        "(LR, embeddings) | fit s | notes |\n|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(f"| {r[0]} | " + " | ".join(cell(v) for v in r[1:7])
+                    + f" | {r[7]:.0f} | {r[8]} |" for r in rows)
         + "\n\n" + rb_note
-    )
+    )  # fmt: skip
     print(body)
     if write:
         write_section("SASRec on ML-100K leave-one-out vs RecBole 1.2.1 (same split)",
@@ -201,6 +216,7 @@ def main() -> None:
     ap.add_argument("mode", choices=["export", "recbole", "ours"])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="ours: SASRec learning rate")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
@@ -209,7 +225,7 @@ def main() -> None:
     elif args.mode == "recbole":
         recbole(args.folder, args.epochs or 300, args.threads)
     else:
-        ours(args.folder, args.threads, args.write, args.epochs)
+        ours(args.folder, args.threads, args.write, args.epochs, args.lr)
 
 
 if __name__ == "__main__":

@@ -112,15 +112,21 @@ def _weighted_lstsq(y: np.ndarray, w_row: np.ndarray, alpha: float, reg: float) 
     return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
+@pytest.mark.parametrize("exponent", [0.0, 0.5])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_ials_user_step_is_the_exact_weighted_least_squares_solution(weighted: bool) -> None:
+def test_ials_user_step_is_the_exact_weighted_least_squares_solution(
+    weighted: bool, exponent: float
+) -> None:
     rng = np.random.default_rng(0)
     w = np.where(X > 0, rng.uniform(0.0, 3.0, X.shape) if weighted else 1.0, 0.0)
-    cfg = IALSConfig(dim=3, alpha=2.5, reg=0.7)
+    cfg = IALSConfig(dim=3, alpha=2.5, reg=0.7, reg_exponent=exponent)
     csr = sp.csr_matrix(X.astype(np.float32))
     side = _Side(csr, w[X > 0].astype(np.float32), cfg)
     y = rng.standard_normal((4, 3)).astype(np.float32)
-    expected = np.stack([_weighted_lstsq(y.astype(np.float64), w[u], 2.5, 0.7) for u in range(5)])
+    reg_u = 0.7 * w.sum(axis=1) ** exponent  # frequency-scaled: reg * (summed weights)^exponent
+    expected = np.stack(
+        [_weighted_lstsq(y.astype(np.float64), w[u], 2.5, reg_u[u]) for u in range(5)]
+    )
     exact = _solve_cholesky(side, torch.from_numpy(y), cfg.alpha, block=2).numpy()
     np.testing.assert_allclose(exact, expected, rtol=1e-4, atol=1e-5)
     # conjugate gradients reach the same solution in d steps (exact arithmetic), from anywhere
