@@ -271,3 +271,18 @@ def test_sasrec_target_weights_scale_the_loss() -> None:
 def test_sasrec_config_checks_heads() -> None:
     with pytest.raises(ConfigError, match="divisible"):
         SASRec(dim=10, heads=3)
+
+
+def test_sasrec_trains_with_an_adversary_on_its_user_representation() -> None:
+    from debiasrec.data.synthetic import SyntheticConfig, generate
+    from debiasrec.debias.inproc import Adversarial
+
+    ds, _ = generate(SyntheticConfig(n_users=60, n_items=40, mean_interactions=10), rng=0)
+    split = leave_one_out_split(ds)
+    adv = Adversarial(attrs=["gender"], strength=0.5, validate_folds=2)
+    model = SASRec({**SMALL, "train": {"epochs": 2, "batch_size": 16}}, strategies=[adv])
+    model.fit(split.train, valid=split.valid, rng=0)
+    rows = model.history_.epochs
+    assert any(k.startswith("loss_adv") for k in rows[0]), rows[0]
+    assert "leak_auc_gender" in rows[-1]
+    assert np.isfinite(model.score(np.arange(ds.n_users))).all()

@@ -128,30 +128,33 @@ def _solve_cg(
 
 
 def _solve_cholesky(side: _Side, y: torch.Tensor, alpha: float, block: int) -> torch.Tensor:
-    """Exact solves of every row's normal equations (blocks of ``block`` rows)."""
+    """Exact solves of every row's normal equations (blocks of ``block`` rows of similar length)."""
     n, d = side.csr.shape[0], y.shape[1]
     gram = y.T @ y
     b = (1.0 + alpha) * torch.sparse.mm(side.cw, y)
     out = torch.empty(n, d, dtype=y.dtype)
     indptr = side.csr.indptr
     counts = np.diff(indptr)
+    order = np.argsort(counts, kind="stable")  # similar lengths per block: little padding
     eye = torch.eye(d, dtype=y.dtype)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        length = int(counts[start:stop].max(initial=0))
-        a = gram.expand(stop - start, d, d) + side.reg[start:stop, :, None] * eye
+    for lo in range(0, n, block):
+        rows = order[lo : lo + block]
+        cnt = counts[rows]
+        length = int(cnt.max(initial=0))
+        a = gram.expand(len(rows), d, d) + side.reg[rows][:, :, None] * eye
         if length:
             # Zero-padded [rows, length] item indices and sqrt(alpha * w) of this block.
-            pos = np.arange(length)[None, :]
-            valid = pos < counts[start:stop, None]
-            idx = np.zeros((stop - start, length), np.int64)
-            idx[valid] = side.csr.indices[indptr[start] : indptr[stop]]
-            sw = np.zeros((stop - start, length), np.float32)
-            sw[valid] = np.sqrt(alpha * side.w[indptr[start] : indptr[stop]])
+            valid = np.arange(length)[None, :] < cnt[:, None]
+            src = (indptr[rows][:, None] + np.arange(length)[None, :])[valid]
+            idx = np.zeros((len(rows), length), np.int64)
+            idx[valid] = side.csr.indices[src]
+            sw = np.zeros((len(rows), length), np.float32)
+            sw[valid] = np.sqrt(alpha * side.w[src])
             yg = y[torch.from_numpy(idx)] * torch.from_numpy(sw)[:, :, None]
             a = a + yg.transpose(1, 2) @ yg
         chol, _ = torch.linalg.cholesky_ex(a)
-        out[start:stop] = torch.cholesky_solve(b[start:stop, :, None], chol)[:, :, 0]
+        rows_t = torch.from_numpy(rows)
+        out[rows_t] = torch.cholesky_solve(b[rows_t][:, :, None], chol)[:, :, 0]
     return out
 
 

@@ -188,6 +188,7 @@ class SASRec(TorchRecommender):
         stops = indptr[user + 1] - k * for_len
         starts = np.maximum(indptr[user], stops - for_len - 1)
         self._win = (starts.astype(np.int64), stops.astype(np.int64))
+        self._win_user = user.astype(np.int64)
         self._target_w: np.ndarray | None = None
         if train.weights is not None:
             self._target_w = np.asarray(train.weights, dtype=np.float32)[rows]
@@ -217,6 +218,7 @@ class SASRec(TorchRecommender):
             sel = perm[lo : lo + batch_size]
             s, e = starts[sel], stops[sel]
             batch = {
+                "users": torch.from_numpy(self._win_user[sel]),  # for strategies (adversaries)
                 "seq": torch.from_numpy(_left_padded(items, s, e - 1, cfg.max_len)),
                 "target": torch.from_numpy(_left_padded(items, s + 1, e, cfg.max_len)),
             }
