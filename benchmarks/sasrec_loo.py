@@ -14,7 +14,8 @@ debiasrec's pinned stack) and is skipped when that venv does not exist:
    early stopping on validation NDCG@10; then its raw full-ranking scores of every test user
    (its own test input: the last 50 items of train + valid) written to ``DIR/recbole_scores.npy``
    with the item-id order, and its own test metrics to ``DIR/recbole.json``.
-3. ``python benchmarks/sasrec_loo.py ours DIR``: debiasrec's SASRec fitted on the same split,
+3. ``python benchmarks/sasrec_loo.py ours DIR`` (``table DIR`` rebuilds the table from the last
+   ``ours`` run's ``DIR/ours.json`` and RecBole's scores, without refitting): debiasrec's SASRec fitted on the same split,
    its inference history extended by the validation item (``extend_history``), and both
    libraries' scores evaluated by the same evaluator (debiasrec's ``evaluate_model``: train and
    valid items masked, full ranking over all items), plus BPR, iALS and EASE as non-sequential
@@ -112,13 +113,13 @@ def recbole(folder: Path, epochs: int, threads: int) -> None:
     print(json.dumps({k: v for k, v in info.items() if k not in ("users", "items")}))
 
 
-def ours(folder: Path, threads: int, write: bool, epochs: int | None, lr: float | None) -> None:
-    import numpy as np
+def ours(
+    folder: Path, threads: int, write: bool, epochs: int | None, lr: float | None, refit: bool
+) -> None:
     import pandas as pd
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from _results import write_section
 
     from debiasrec.data import load_dataset
     from debiasrec.data.split import split_from_frames
@@ -142,6 +143,11 @@ def ours(folder: Path, threads: int, write: bool, epochs: int | None, lr: float 
             emb, ds.user_groups("gender"), folds=5, rng=1)["auc"]  # fmt: skip
         return [float(r[k]) for k in keys] + [leak]
 
+    cache = folder / "ours.json"
+    if not refit and cache.exists():  # mode "table": our rows from the last "ours" run
+        saved = json.loads(cache.read_text())
+        rows, load = [tuple(r) for r in saved["rows"]], saved["load"]
+        return _table(folder, ds, rows, load, threads, measure, write)
     rows = []
     load = Path("/proc/loadavg").read_text().split()[:3]
     train_kw: dict = {}
@@ -162,6 +168,15 @@ def ours(folder: Path, threads: int, write: bool, epochs: int | None, lr: float 
         emb = model.user_embeddings() if model.has_embeddings else None
         rows.append((f"debiasrec {name}", *measure(model._score_block, emb), fit_s, note))
         print(rows[-1], flush=True)
+    cache.write_text(json.dumps({"rows": rows, "load": load}))
+    _table(folder, ds, rows, load, threads, measure, write)
+
+
+def _table(folder, ds, rows, load, threads, measure, write) -> None:  # noqa: ANN001
+    import numpy as np
+    import pandas as pd
+    from _results import write_section
+
     rb_json = folder / "recbole.json"
     rb_note = "RecBole was not run (no RecBole venv or no scores in DIR)."
     if rb_json.exists():
@@ -208,12 +223,12 @@ def ours(folder: Path, threads: int, write: bool, epochs: int | None, lr: float 
     print(body)
     if write:
         write_section("SASRec on ML-100K leave-one-out vs RecBole 1.2.1 (same split)",
-                      "python benchmarks/sasrec_loo.py ours " + " ".join(sys.argv[3:]), body)
+                      "python benchmarks/sasrec_loo.py " + " ".join(sys.argv[1:]), body)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["export", "recbole", "ours"])
+    ap.add_argument("mode", choices=["export", "recbole", "ours", "table"])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None, help="ours: SASRec learning rate")
@@ -225,7 +240,7 @@ def main() -> None:
     elif args.mode == "recbole":
         recbole(args.folder, args.epochs or 300, args.threads)
     else:
-        ours(args.folder, args.threads, args.write, args.epochs, args.lr)
+        ours(args.folder, args.threads, args.write, args.epochs, args.lr, args.mode == "ours")
 
 
 if __name__ == "__main__":
