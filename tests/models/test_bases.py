@@ -311,3 +311,22 @@ def test_exposure_reranker_applies_to_the_new_models(cls) -> None:
         assert not (recs.items < 0).any()
         share.append(float(np.mean(long_tail_share(recs.items, split.train.item_counts(), 10))))
     assert share[1] > share[0] + 0.1
+
+
+def test_sasrec_windows_make_every_training_transition_a_target_once() -> None:
+    ds = _cycle_dataset(n_users=4, n_items=500, length=23)
+    model = SASRec({**SMALL, "train": {"epochs": 1}}).fit(ds, rng=0)  # max_len 8
+    targets = []
+    for batch in model.batches(ds, 1000, np.random.default_rng(0)):
+        t, s = batch["target"].numpy(), batch["seq"].numpy()
+        # on the item cycle, each target is the item after the input at the same position
+        nz = t > 0
+        np.testing.assert_array_equal(s[nz] % 500, (t[nz] - 1) % 500)
+        for u, row_t in zip(batch["users"].numpy(), t, strict=True):
+            targets += [(int(u), int(x)) for x in row_t[row_t > 0]]
+    expected = []
+    for u in range(4):
+        order = np.argsort(ds.timestamps[ds.users == u], kind="stable")
+        items = ds.items[ds.users == u][order]
+        expected += [(u, int(x) + 1) for x in items[1:]]  # every item but each user's first
+    assert sorted(targets) == sorted(expected)

@@ -179,15 +179,14 @@ class SASRec(TorchRecommender):
         indptr, items, rows = _sequences(train)
         self.hist_indptr_, self.hist_items_ = indptr, items
         # Training windows: targets are positions 1..n-1 of each sequence, max_len per window,
-        # cut from the end. A window (start, stop) feeds items[start:stop-1], predicts [start+1:stop].
-        starts, stops = [], []
-        for_len = cfg.max_len
+        # cut from the end. Window (start, stop) reads items[start:stop-1] and predicts
+        # items[start+1:stop].
         n = np.diff(indptr)
-        n_win = np.maximum(0, -(-(n - 1) // for_len))  # ceil((n - 1) / max_len) per user
+        n_win = np.maximum(0, -(-(n - 1) // cfg.max_len))  # ceil((n - 1) / max_len) per user
         user = np.repeat(np.arange(len(n)), n_win)
         k = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)
-        stops = indptr[user + 1] - k * for_len
-        starts = np.maximum(indptr[user], stops - for_len - 1)
+        stops = indptr[user + 1] - k * cfg.max_len
+        starts = np.maximum(indptr[user], stops - cfg.max_len - 1)
         self._win = (starts.astype(np.int64), stops.astype(np.int64))
         self._win_user = user.astype(np.int64)
         self._target_w: np.ndarray | None = None
