@@ -58,8 +58,11 @@ def _ease_reference(x: np.ndarray, reg: float) -> np.ndarray:
     return b
 
 
-@pytest.mark.parametrize("method", ["dense", "chunked"])
-def test_ease_is_the_closed_form(method: str) -> None:
+@pytest.mark.parametrize("method", ["dense", "dense-sparse-gram", "chunked"])
+def test_ease_is_the_closed_form(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if method == "dense-sparse-gram":  # the Gram matrix from scipy's sparse product
+        monkeypatch.setattr("debiasrec.models.ease.DENSE_GRAM_DENSITY", 2.0)
+        method = "dense"
     model = EASE(reg=2.0, method=method, block=3).fit(_dataset(X))
     ref = _ease_reference(X, 2.0)
     np.testing.assert_allclose(model.item_weights(), ref, rtol=1e-5, atol=1e-6)

@@ -15,8 +15,9 @@ of that user, a pair of weight 0 leaves the Gram matrix. Scoring reads the binar
 
 Two paths (``method``):
 
-* ``"dense"``: ``G`` from one sparse product, ``P`` by a float32 Cholesky factorisation and
-  inverse in torch (a few ``n_items^2`` temporaries). The default up to ``dense_max_items``.
+* ``"dense"``: ``G`` from dense blocks of users (BLAS; one sparse product for data sparser than
+  1%), ``P`` by a float32 Cholesky factorisation and inverse in torch (a few ``n_items^2``
+  temporaries). The default up to ``dense_max_items``.
 * ``"chunked"``: for large catalogues. ``G`` is filled block by block of ``block`` item columns
   into one float32 ``n_items x n_items`` buffer, factorised and inverted *in place* by LAPACK
   (``spotrf``/``spotri``), and normalised into ``B`` block by block in the same buffer, so the
@@ -73,6 +74,24 @@ def _topk_columns(b: np.ndarray, start: int, k: int) -> tuple[np.ndarray, ...]:
     return top[keep], cols[keep], vals[keep]
 
 
+#: From this density on, the Gram matrix is summed from dense blocks of users by BLAS (ML-100K,
+#: 6%: 77 ms vs 126 ms for scipy's sparse product on one thread); sparser data use the latter.
+DENSE_GRAM_DENSITY = 0.01
+
+
+def _gram(xw: sp.csr_matrix) -> torch.Tensor:
+    """``X_w^T X_w`` as a dense float32 tensor."""
+    n_u, n_i = xw.shape
+    if xw.nnz < DENSE_GRAM_DENSITY * n_u * n_i:
+        return torch.from_numpy((xw.T @ xw).toarray().astype(np.float32, copy=False))
+    g = torch.zeros(n_i, n_i)
+    rows = max(1, (1 << 24) // max(n_i, 1))  # blocks of ~64 MB
+    for lo in range(0, n_u, rows):
+        blk = torch.from_numpy(xw[lo : lo + rows].toarray())
+        g.addmm_(blk.T, blk)
+    return g
+
+
 class EASE(Recommender):
     """Closed-form item-item linear autoencoder with a zero diagonal."""
 
@@ -99,7 +118,7 @@ class EASE(Recommender):
 
     @staticmethod
     def _dense(xw: sp.csr_matrix, reg: float) -> np.ndarray:
-        g = torch.from_numpy((xw.T @ xw).toarray().astype(np.float32, copy=False))
+        g = _gram(xw)
         g.diagonal().add_(reg)
         chol, info = torch.linalg.cholesky_ex(g)
         if int(info) != 0:  # pragma: no cover - G + reg I is positive definite for reg > 0
