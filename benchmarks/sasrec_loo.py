@@ -86,7 +86,7 @@ def recbole(folder: Path, epochs: int, threads: int) -> None:
     model = SASRec(config, train_data._dataset)
     trainer = Trainer(config, model)
     t = time.perf_counter()
-    best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_s = time.perf_counter() - t
     result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     model.eval()
