@@ -19,9 +19,12 @@ Two paths (``method``):
   1%), ``P`` by a float32 Cholesky factorisation and inverse in torch (a few ``n_items^2``
   temporaries). The default up to ``dense_max_items``.
 * ``"chunked"``: for large catalogues. ``G`` is filled block by block of ``block`` item columns
-  into one float32 ``n_items x n_items`` buffer, factorised and inverted *in place* by LAPACK
-  (``spotrf``/``spotri``), and normalised into ``B`` block by block in the same buffer, so the
-  peak is one ``n_items^2`` float32 matrix (2.9 GB at ML-20M's 26,744 items) plus a block.
+  into one column-major float32 ``n_items x n_items`` buffer, factorised and inverted *in place*
+  (``torch.linalg.cholesky_ex`` and ``torch.cholesky_inverse`` with ``out=`` the same buffer:
+  LAPACK ``potrf``/``potri`` without a copy), and normalised into ``B`` block by block in the
+  same buffer, so the peak is one ``n_items^2`` float32 matrix (2.9 GB at ML-20M's 26,744 items)
+  plus a block. (SciPy's bundled OpenBLAS ``spotrf``/``spotri`` crashed on this machine at that
+  size, so the path uses torch's LAPACK, as the dense path does.)
   With ``topk`` each target item keeps only its ``topk`` largest-magnitude weights (a sparse
   ``B`` of ``n_items * topk`` entries: less memory at scoring and in the saved model, an
   approximation of the exact ``B``).
@@ -134,47 +137,36 @@ class EASE(Recommender):
     def _chunked(
         xw: sp.csr_matrix, reg: float, block: int, topk: int | None
     ) -> np.ndarray | sp.csr_matrix:
-        from scipy.linalg import lapack
-
         n = xw.shape[1]
         xc = xw.tocsc()
         xt = xw.T.tocsr()
-        # Fortran order so that LAPACK works in place (no copy of the n x n matrix).
-        g = np.empty((n, n), dtype=np.float32, order="F")
+        # Column-major storage (LAPACK's order), so that the factorisation and the inverse run
+        # in place on this one buffer (torch passes it to LAPACK without a copy).
+        g = torch.empty(n, n).T
         for start in range(0, n, block):
             stop = min(start + block, n)
-            g[:, start:stop] = (xt @ xc[:, start:stop]).toarray()
-        g[np.arange(n), np.arange(n)] += reg
-        c, info = lapack.spotrf(g, lower=1, overwrite_a=1, clean=0)
-        if info != 0:  # pragma: no cover - G + reg I is positive definite for reg > 0
-            raise DataError(f"EASE: the Gram matrix is not positive definite (spotrf info {info})")
-        p, info = lapack.spotri(c, lower=1, overwrite_c=1)
-        if info != 0:  # pragma: no cover
-            raise DataError(f"EASE: inverting the Gram matrix failed (spotri info {info})")
-        del c, g
-        # spotri fills the lower triangle; mirror it block by block, then normalise columns.
-        for start in range(0, n, block):
-            stop = min(start + block, n)
-            # rows start:stop of the upper triangle = columns start:stop of the lower one
-            blk = p[start:stop, :]
-            low = p[:, start:stop].T
-            upper = np.triu(np.ones((stop - start, n), dtype=bool), k=start)
-            blk[upper] = low[upper]
-        diag = p.diagonal().copy()
+            g[:, start:stop] = torch.from_numpy((xt @ xc[:, start:stop]).toarray())
+        g.diagonal().add_(reg)
+        info = torch.empty((), dtype=torch.int32)
+        torch.linalg.cholesky_ex(g, out=(g, info))
+        if int(info) != 0:  # pragma: no cover - G + reg I is positive definite for reg > 0
+            raise DataError(f"EASE: the Gram matrix is not positive definite (info {int(info)})")
+        torch.cholesky_inverse(g, out=g)  # the full symmetric P
+        diag = g.diagonal().clone()
         rows, cols, vals = [], [], []
         for start in range(0, n, block):
             stop = min(start + block, n)
-            col = p[:, start:stop]
-            col /= -diag[None, start:stop]
-            col[np.arange(start, stop), np.arange(stop - start)] = 0.0
+            col = g[:, start:stop]  # contiguous in column-major storage
+            col.div_(-diag[None, start:stop])
+            col.diagonal(offset=-start).zero_()
             if topk is not None:
-                r, cc, v = _topk_columns(col, start, topk)
+                r, c, v = _topk_columns(col.numpy(), start, topk)
                 rows.append(r)
-                cols.append(cc)
+                cols.append(c)
                 vals.append(v.astype(np.float32))
         if topk is None:
-            return p
-        del p
+            return g.numpy()
+        del g
         return sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
         )
