@@ -32,6 +32,7 @@ Two paths (``method``):
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -56,6 +57,18 @@ class EASEConfig(ModelConfig):
     topk: int | None = Field(
         None, ge=1, description="keep the topk largest |B_ij| per target item j (sparse B)"
     )
+
+
+def _csr_tensor(x: sp.csr_matrix) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(x.indptr.astype(np.int64)),
+            torch.from_numpy(x.indices.astype(np.int64)),
+            torch.from_numpy(x.data.astype(np.float32)),
+            size=x.shape,
+            check_invariants=False,
+        )
 
 
 def _weighted(train: Dataset) -> sp.csr_matrix:
@@ -153,29 +166,37 @@ class EASE(Recommender):
             raise DataError(f"EASE: the Gram matrix is not positive definite (info {int(info)})")
         torch.cholesky_inverse(g, out=g)  # the full symmetric P
         diag = g.diagonal().clone()
-        rows, cols, vals = [], [], []
-        for start in range(0, n, block):
-            stop = min(start + block, n)
-            col = g[:, start:stop]  # contiguous in column-major storage
-            col.div_(-diag[None, start:stop])
-            col.diagonal(offset=-start).zero_()
-            if topk is not None:
-                r, c, v = _topk_columns(col.numpy(), start, topk)
+        g.diagonal().zero_()
+        if topk is not None:
+            # Column j of B is column j of P times -1/P_jj: the same top-k by magnitude. Columns
+            # of the column-major buffer are contiguous.
+            rows, cols, vals = [], [], []
+            for start in range(0, n, block):
+                stop = min(start + block, n)
+                r, c, v = _topk_columns(g[:, start:stop].numpy(), start, topk)
                 rows.append(r)
                 cols.append(c)
-                vals.append(v.astype(np.float32))
-        if topk is None:
-            return g.numpy()
-        del g
-        return sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-        )
+                vals.append((v / -diag.numpy()[c]).astype(np.float32))
+            del g
+            return sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(n, n),
+            )
+        # P is symmetric, so the buffer read in row-major order is P too: normalise it as
+        # B_ij = -P_ij / P_jj row block by row block and return it C-contiguous (fast row
+        # gathers when scoring), still without a second n x n buffer.
+        b = g.T
+        for start in range(0, n, block):
+            b[start : min(start + block, n)].div_(-diag[None, :])
+        return b.numpy()
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
+    def _score(self, users: np.ndarray) -> np.ndarray | torch.Tensor:
         x = self._x[users]
         if sp.issparse(self.B_):
             return (x @ self.B_).toarray()
-        return np.asarray(x @ self.B_)
+        # sum of the history's rows of B: a sparse x dense product on torch's threads
+        xt = _csr_tensor(x)
+        return torch.sparse.mm(xt, torch.from_numpy(np.ascontiguousarray(self.B_)))
 
     def item_weights(self) -> np.ndarray | sp.csr_matrix:
         """The item x item weight matrix ``B`` (dense, or sparse with ``topk``)."""
