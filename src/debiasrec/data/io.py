@@ -253,6 +253,18 @@ def _check_fingerprint(ds: Dataset, expected: str | None, where: Path) -> None:
         )
 
 
+def _open(
+    folder: Path, kind: str
+) -> tuple[dict[str, Any], pd.Index, pd.DataFrame, pd.Index, pd.DataFrame]:
+    """The description and the user and item vocabularies and tables of a saved ``kind``."""
+    meta = _read_json(folder / "dataset.json")
+    if meta.get("kind") != kind:
+        raise DataError(f"{folder} holds a saved {meta.get('kind')}, not a {kind}")
+    uv, ut = _vocab_and_table(folder, meta, "user")
+    iv, it = _vocab_and_table(folder, meta, "item")
+    return meta, uv, ut, iv, it
+
+
 def load_saved_dataset(folder: str | Path) -> Dataset:
     """Read a dataset written by :func:`save_dataset`.
 
@@ -260,11 +272,7 @@ def load_saved_dataset(folder: str | Path) -> Dataset:
         DataError: missing or corrupt files (the message names the file).
     """
     folder = Path(folder)
-    meta = _read_json(folder / "dataset.json")
-    if meta.get("kind") != "dataset":
-        raise DataError(f"{folder} holds a saved {meta.get('kind')}, not a dataset")
-    uv, ut = _vocab_and_table(folder, meta, "user")
-    iv, it = _vocab_and_table(folder, meta, "item")
+    meta, uv, ut, iv, it = _open(folder, "dataset")
     path = folder / "interactions.parquet"
     ds = _from_frame(_read_parquet(path), path, meta, uv, iv, ut, it, str(meta.get("name")))
     _check_fingerprint(ds, meta.get("fingerprint"), folder)
@@ -280,11 +288,7 @@ def load_saved_split(folder: str | Path) -> Split:
     from debiasrec.data.split import Split
 
     folder = Path(folder)
-    meta = _read_json(folder / "dataset.json")
-    if meta.get("kind") != "split":
-        raise DataError(f"{folder} holds a saved {meta.get('kind')}, not a split")
-    uv, ut = _vocab_and_table(folder, meta, "user")
-    iv, it = _vocab_and_table(folder, meta, "item")
+    meta, uv, ut, iv, it = _open(folder, "split")
     names: Sequence[str] = meta.get("names") or [f"{meta.get('name')}:{p}" for p in PARTS]
     fps: Sequence[str | None] = meta.get("fingerprints") or [None] * 3
     parts = []

@@ -61,27 +61,31 @@ def _in_matrix(mat: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> np.n
     return out
 
 
-class RecommenderContract:
-    """Checks every recommender must pass; subclasses set ``component`` and ``params``."""
+class _ContractData:
+    """The synthetic data every contract checks against (shared by the contracts below)."""
 
-    #: The :class:`Recommender` subclass under test.
-    component: ClassVar[type[Recommender[Any]]]
-    #: Hyper-parameters for a fast fit on the contract data (a few epochs, small dimensions).
-    params: ClassVar[dict[str, Any]] = {}
-    #: The synthetic data every check uses; override for models that need something else.
+    #: The synthetic data every check uses; override for components that need something else.
     data_config: ClassVar[SyntheticConfig] = SyntheticConfig(
         n_users=80, n_items=60, mean_interactions=12
     )
     #: Seed of data generation, split and fit.
     seed: ClassVar[int] = 0
 
-    # ------------------------------------------------------------------ fixtures
     @pytest.fixture(scope="class")
     @classmethod
     def contract_split(cls) -> Split:
-        """The synthetic dataset split 8:1:1 per user."""
+        """The synthetic dataset (planted gender bias) split 8:1:1 per user."""
         ds, _ = generate(cls.data_config, rng=cls.seed)
         return random_split(ds, rng=cls.seed)
+
+
+class RecommenderContract(_ContractData):
+    """Checks every recommender must pass; subclasses set ``component`` and ``params``."""
+
+    #: The :class:`Recommender` subclass under test.
+    component: ClassVar[type[Recommender[Any]]]
+    #: Hyper-parameters for a fast fit on the contract data (a few epochs, small dimensions).
+    params: ClassVar[dict[str, Any]] = {}
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -380,7 +384,7 @@ class RecommenderContract:
 
 
 # ================================================================================ re-rankers
-class RerankerContract:
+class RerankerContract(_ContractData):
     """Checks every re-ranker must pass; subclasses set ``component`` and ``params``.
 
     Example::
@@ -394,20 +398,16 @@ class RerankerContract:
     component: ClassVar[type[Any]]
     #: Options (a non-zero ``strength`` so that the re-ranker acts).
     params: ClassVar[dict[str, Any]] = {"strength": 0.5}
-    data_config: ClassVar[SyntheticConfig] = SyntheticConfig(
-        n_users=80, n_items=60, mean_interactions=12
-    )
-    seed: ClassVar[int] = 0
     k: ClassVar[int] = 5
 
     @pytest.fixture(scope="class")
     @classmethod
-    def setting(cls) -> tuple[Any, Any, Any]:
+    def setting(cls, contract_split: Split) -> tuple[Any, Any, Any]:
         """``(context, candidates, valid candidates)`` from a synthetic split and random scores."""
         from debiasrec.debias.post.base import RerankContext, candidates
 
-        ds, _ = generate(cls.data_config, rng=cls.seed)
-        split = random_split(ds, rng=cls.seed)
+        split = contract_split
+        ds = split.train
         context = RerankContext.from_datasets(split.train, split.valid)
         scores = np.random.default_rng(cls.seed).random((ds.n_users, ds.n_items), dtype=np.float32)
         cand = candidates(scores, n=20, exclude=[split.train.csr(), split.valid.csr()])
@@ -470,7 +470,7 @@ class RerankerContract:
 
 
 # ================================================================================ transforms
-class TransformContract:
+class TransformContract(_ContractData):
     """Checks every pre-processing transform must pass; subclasses set ``component``/``params``.
 
     Example::
@@ -483,16 +483,11 @@ class TransformContract:
     #: The :class:`~debiasrec.debias.pre.PreTransform` subclass under test.
     component: ClassVar[type[Any]]
     params: ClassVar[dict[str, Any]] = {}
-    data_config: ClassVar[SyntheticConfig] = SyntheticConfig(
-        n_users=80, n_items=60, mean_interactions=12
-    )
-    seed: ClassVar[int] = 0
 
     @pytest.fixture(scope="class")
     @classmethod
-    def train(cls) -> Any:
-        ds, _ = generate(cls.data_config, rng=cls.seed)
-        return random_split(ds, rng=cls.seed).train
+    def train(cls, contract_split: Split) -> Any:
+        return contract_split.train
 
     @classmethod
     def make(cls, **override: Any) -> Any:
