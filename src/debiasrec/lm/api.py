@@ -498,15 +498,16 @@ class EndpointLM:
         return msgs
 
     def format_prompt(self, text: str) -> str:
-        """``text`` as a user turn in the tokenizer's chat template (or ``text`` itself)."""
-        tok = self.tokenizer
-        if self.use_chat_template and getattr(tok, "chat_template", None):
-            return str(
-                tok.apply_chat_template(
-                    self.messages(text), tokenize=False, add_generation_prompt=True
-                )
-            )
-        return text
+        """``text`` as a user turn in the tokenizer's chat template (or ``text`` itself): the
+        same rendering as the in-process :class:`~debiasrec.lm.llm.CausalLM`."""
+        from debiasrec.lm.llm import render_prompt
+
+        return render_prompt(
+            self.tokenizer,
+            text,
+            system_prompt=self.system_prompt,
+            use_chat_template=self.use_chat_template,
+        )
 
     def _candidate(self, text: str) -> tuple[str, int]:
         """(candidate text + end-of-turn text, number of tokens the server should score)."""

@@ -165,6 +165,24 @@ def _dequantize_to(transformers: Any, gguf: Path, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def render_prompt(
+    tokenizer: Any, text: str, *, system_prompt: str | None, use_chat_template: bool
+) -> str:
+    """``text`` as a user turn (after an optional system turn) in the tokenizer's chat template,
+    with the generation prompt appended; ``text`` itself without a template.
+
+    The one rendering used in process (:class:`CausalLM`) and for served models
+    (:class:`debiasrec.lm.api.EndpointLM`), so both score the very same prompt string.
+    """
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        msgs = []
+        if system_prompt is not None:
+            msgs.append({"role": "system", "content": system_prompt})
+        msgs.append({"role": "user", "content": text})
+        return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    return text
+
+
 @dataclass(frozen=True)
 class CandidateLogProbs:
     """Log-probabilities of candidate continuations, ``[n_prompts, max_candidates]``.
@@ -321,14 +339,12 @@ class CausalLM:
     # ------------------------------------------------------------------ text -> ids
     def format_prompt(self, text: str) -> str:
         """The prompt string: ``text`` as a user turn in the chat template, or ``text`` itself."""
-        tok = self.tokenizer
-        if self.use_chat_template and getattr(tok, "chat_template", None):
-            msgs = []
-            if self.system_prompt is not None:
-                msgs.append({"role": "system", "content": self.system_prompt})
-            msgs.append({"role": "user", "content": text})
-            return str(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-        return text
+        return render_prompt(
+            self.tokenizer,
+            text,
+            system_prompt=self.system_prompt,
+            use_chat_template=self.use_chat_template,
+        )
 
     def prompt_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of the formatted prompts (left-truncated to ``max_prompt_tokens``)."""
