@@ -115,11 +115,11 @@ def test_run_writes_the_result_folder_layout(run_folder) -> None:
 
 def test_run_config_is_the_resolved_config(run_folder) -> None:
     cfg_path, out, _ = run_folder
-    from debiasrec.experiment.results import absolute_paths
+    from debiasrec.experiment.results import resolve_config
     from debiasrec.metrics import default_metrics
 
     saved = load_config(out / "config.toml")
-    assert saved == absolute_paths(load_config(cfg_path))
+    assert saved == resolve_config(load_config(cfg_path))
     assert saved.eval.metrics == default_metrics()  # what an unspecified list computed
     # Defaults are written out, so the file says everything that was run.
     text = (out / "config.toml").read_text()

@@ -165,7 +165,7 @@ class ResultFolder:
         self.path(name).write_text(json.dumps(data, indent=2, default=json_default))
 
 
-def absolute_paths(cfg: BaseModel) -> BaseModel:
+def resolve_config(cfg: BaseModel) -> BaseModel:
     """The resolved config written beside results: relative paths of existing input files
     made absolute, and the metrics an unspecified ``eval.metrics`` selected, named.
 
@@ -193,4 +193,4 @@ def absolute_paths(cfg: BaseModel) -> BaseModel:
     return cfg.model_copy(update={k: fix(getattr(cfg, k)) for k in paths})
 
 
-__all__ = ["KEEP", "ResultFolder", "absolute_paths", "config_text", "safe_path"]
+__all__ = ["KEEP", "ResultFolder", "resolve_config", "config_text", "safe_path"]

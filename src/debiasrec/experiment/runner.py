@@ -39,7 +39,7 @@ from debiasrec.experiment.config import (
 )
 from debiasrec.experiment.evaluate import RESULT_COLUMNS, Evaluation
 from debiasrec.experiment.methods import PostVariant, TrainedVariant
-from debiasrec.experiment.results import ResultFolder, absolute_paths, config_text
+from debiasrec.experiment.results import ResultFolder, config_text, resolve_config
 from debiasrec.experiment.stages.data import (
     cached_split,
     check_attrs,
@@ -253,7 +253,7 @@ def run_experiment(
     """
     say = on_event or (lambda _msg: None)
     folder = None if out is None else ResultFolder(out, overwrite=overwrite)
-    resolved = absolute_paths(cfg)
+    resolved = resolve_config(cfg)
     root = Path(cache) if cache is not None else (Path(out) / "cache" if out is not None else None)
     if folder is not None:
         folder.check(resolved, cache=root)
@@ -414,7 +414,7 @@ def write_result_folder(
     if recs_frames is not None:
         result.recs = recs_frames
     folder = ResultFolder(out, overwrite=overwrite)
-    resolved = absolute_paths(result.config)
+    resolved = resolve_config(result.config)
     folder.check(resolved)
     try:
         write_outputs(folder, result, resolved, extra_summary=extra_summary)
