@@ -261,3 +261,23 @@ def test_method_params_override_the_base_model(tmp_path: Path) -> None:
             '[[methods]]\nname = "a"\nmodel = "bpr"\nparams = { dimm = 3 }\n'
             'post = [{ method = "calibrated", strength = 0.5 }]\n',
         )
+
+
+@pytest.mark.parametrize("model", ["ials", "ease"])
+def test_in_processing_on_a_closed_form_model_is_one_line(tmp_path: Path, model: str) -> None:
+    """iALS and EASE are solved in closed form: no Trainer strategy can act on them."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[[models]]\nkind = "{model}"\n[[methods]]\nname = "a"\nmodel = "{model}"\n'
+        'inproc = [{ kind = "adversarial", attrs = ["gender"] }]\n'
+        f'[[methods]]\nname = "b"\nmodel = "{model}"\n'
+        'pre = [{ kind = "group_reweight", attr = "gender" }]\n'
+        'post = [{ kind = "calibrated", strength = 0.3 }]\n'
+    )
+    msg = str(pytest.raises(ConfigError, load_config, path).value)
+    lines = msg.splitlines()[1:]
+    assert lines == [
+        f"  methods[0].inproc[0]: strategy 'adversarial' needs a model with TrainedByTrainer, "
+        f"UserRepresentation; model '{model}' ({model}) does not have them (see "
+        "debiasrec.models.capabilities)"
+    ]  # the pre- and post-processing of methods[1] are accepted: weights are honoured
