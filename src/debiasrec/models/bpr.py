@@ -93,10 +93,16 @@ class _BPRLoss(torch.autograd.Function):
         gi = u * c
         gj = gi.neg()
         if ctx.reg:
-            r = float(g_l2) * ctx.reg / ctx.n
-            gu.add_(u, alpha=r)
-            gi.add_(qi, alpha=r)
-            gj.add_(qj, alpha=r)
+            if u.device.type == "cpu":
+                r = float(g_l2) * ctx.reg / ctx.n
+                gu.add_(u, alpha=r)
+                gi.add_(qi, alpha=r)
+                gj.add_(qj, alpha=r)
+            else:  # a device scalar: no device-to-host sync per step
+                r_t = g_l2 * (ctx.reg / ctx.n)
+                gu.addcmul_(u, r_t)
+                gi.addcmul_(qi, r_t)
+                gj.addcmul_(qj, r_t)
         return gu, gi, gj, None
 
 
@@ -128,7 +134,10 @@ class _WeightedBPRLoss(torch.autograd.Function):
         gi = u * c
         gj = gi.neg()
         if ctx.reg:
-            r = (w * (float(g_l2) * ctx.reg / ctx.n)).unsqueeze(1)
+            scale = float(g_l2) * ctx.reg / ctx.n if w.device.type == "cpu" else g_l2 * (
+                ctx.reg / ctx.n
+            )  # on a GPU a device scalar: no device-to-host sync per step
+            r = (w * scale).unsqueeze(1)
             gu.add_(u * r)
             gi.add_(qi * r)
             gj.add_(qj * r)

@@ -137,9 +137,9 @@ class LightGCN(
         cfg = self.config
         e = torch.cat([self.module.user.weight, self.module.item.weight])
         acc = e
-        on_cpu = self._adj.device.type == "cpu"
+        coo = self._adj.layout == torch.sparse_coo  # the CPU layout; CSR on a GPU
         for _ in range(cfg.layers):
-            e = torch.sparse.mm(self._adj, e) if on_cpu else _SymmetricSpMM.apply(self._adj, e)
+            e = torch.sparse.mm(self._adj, e) if coo else _SymmetricSpMM.apply(self._adj, e)
             acc = acc + e
         acc = acc / (cfg.layers + 1)
         n_u = self.module.user.num_embeddings

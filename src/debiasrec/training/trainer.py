@@ -364,8 +364,9 @@ def row_sparse_tables(model: Any, cfg: TrainerConfig) -> list[torch.nn.Embedding
 
     A model opts in by returning its lookup tables from ``sparse_tables()`` (tables used only
     through ``nn.Embedding`` lookups during training; BPR's user and item tables). With
-    ``row_sparse="auto"`` they are used when they hold at least :data:`ROW_SPARSE_AUTO_ROWS` rows
-    in total; ``"on"`` always, ``"off"`` never.
+    ``row_sparse="auto"`` they are used on the CPU when they hold at least
+    :data:`ROW_SPARSE_AUTO_ROWS` rows in total (never on a GPU, where the fused dense step reads
+    whole tables at memory bandwidth); ``"on"`` always, ``"off"`` never.
 
     A strategy that replaces the backward pass (PCGrad) projects these gradients as dense
     vectors; the optimizer then updates the whole table for that step, as a dense one would.
@@ -385,6 +386,8 @@ def row_sparse_tables(model: Any, cfg: TrainerConfig) -> list[torch.nn.Embedding
     rows = sum(int(t.num_embeddings) for t in tables)
     if cfg.row_sparse == "auto" and rows < ROW_SPARSE_AUTO_ROWS:
         return []
+    if cfg.row_sparse == "auto" and any(t.weight.device.type != "cpu" for t in tables):
+        return []  # on a GPU the fused dense Adam step is cheap at any table size
     return tables
 
 
