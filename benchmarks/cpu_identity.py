@@ -15,7 +15,9 @@ Compare two code versions by running the script with each on ``PYTHONPATH``::
     python benchmarks/cpu_identity.py --compare /tmp/before.json /tmp/after.json
 
 The script passes no device setting, so it also checks that ``device = "auto"`` on a machine
-without CUDA is the old CPU path.
+without CUDA is the old CPU path. It runs with one torch thread: LightGCN's sparse product on the
+CPU (``torch.sparse.mm`` on a COO matrix) is not bit-reproducible with more threads, with any
+version of the code.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def sha(a: np.ndarray) -> str:
 
 
 def run(out: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
     import tomllib
 
     from debiasrec.data import load_dataset

