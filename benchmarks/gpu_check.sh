@@ -66,8 +66,16 @@ timeout "${TEST_TIMEOUT:-270}" "$PY" -m pytest "${XDIST[@]}" -q -p no:cacheprovi
 rc=$?
 echo "pytest exit $rc in $(( $(date +%s) - t0 )) s (124 = timed out)" | tee -a "$OUT/pytest.txt"
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.txt" | head -40
-grep -E "^SKIPPED" "$OUT/pytest.txt" | sed -E 's/^SKIPPED \[[0-9]+\] [^ ]+ //' | sort | uniq -c \
-  | sort -rn | head -20
+"$PY" - "$OUT/pytest.txt" <<'EOF'
+import collections, re, sys
+skips = collections.Counter()
+for line in open(sys.argv[1]):
+    m = re.match(r"SKIPPED \[(\d+)\] \S+?:\d+: (.*)", line)
+    if m:
+        skips[m.group(2).strip()] += int(m.group(1))
+for reason, n in skips.most_common():
+    print(f"skipped {n:4d}: {reason}")
+EOF
 tail -3 "$OUT/pytest.txt"
 
 echo "== benchmark"

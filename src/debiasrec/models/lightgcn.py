@@ -31,7 +31,7 @@ from debiasrec.models.capabilities import (
     WeightedTraining,
 )
 from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
-from debiasrec.training.device import BatchRule
+from debiasrec.training.device import BatchRule, no_autocast
 from debiasrec.training.trainer import TrainerConfig
 
 
@@ -138,9 +138,10 @@ class LightGCN(
         e = torch.cat([self.module.user.weight, self.module.item.weight])
         acc = e
         coo = self._adj.layout == torch.sparse_coo  # the CPU layout; CSR on a GPU
-        for _ in range(cfg.layers):
-            e = torch.sparse.mm(self._adj, e) if coo else _SymmetricSpMM.apply(self._adj, e)
-            acc = acc + e
+        with no_autocast(e):  # sparse products stay in fp32 under precision="bf16"
+            for _ in range(cfg.layers):
+                e = torch.sparse.mm(self._adj, e) if coo else _SymmetricSpMM.apply(self._adj, e)
+                acc = acc + e
         acc = acc / (cfg.layers + 1)
         n_u = self.module.user.num_embeddings
         return acc[:n_u], acc[n_u:]

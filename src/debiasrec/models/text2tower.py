@@ -312,7 +312,7 @@ class TextTwoTower(
         h = self.module.hist_adapter(self._item_text())
         if self.module.hist_id is not None:
             h = h + self.module.hist_id.weight
-        return torch.sparse.mm(w, h)
+        return torch.sparse.mm(w, h.float())  # fp32 (h is bf16 under precision="bf16")
 
     def _user_from(
         self, users: np.ndarray, text_emb: torch.Tensor | None, hist_users: np.ndarray | None = None
