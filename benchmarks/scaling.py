@@ -17,7 +17,10 @@ With ``--extras`` the largest size also runs the leakage probe on the BPR user e
 re-ranker on top-100 candidates of all test users, and a few batches of LightGCN and Mult-VAE
 (their full epochs are extrapolated from the measured batches).
 
-    python benchmarks/scaling.py [--sizes 1e6 5e6 2e7] [--extras] [--threads 2]
+    python benchmarks/scaling.py [--sizes 1e6 5e6 2e7] [--extras] [--threads 2] [--device cpu]
+
+``--device`` (default ``cpu``, the setting of the tables in RESULTS.md) is every model's
+``train.device``; the GPU numbers come from ``benchmarks/gpu_bench.py``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ from _results import write_section  # noqa: E402
 
 N_ITEMS = 26_744
 MEAN_ACTIVITY = 20_000_263 / 138_493
+#: every model's train.device (``--device``)
+DEVICE = ["cpu"]
+
+
+def _batch(model: Any, train: Any) -> int:
+    """The batch size the Trainer uses for ``model`` (``batch_size = "auto"`` resolved)."""
+    from debiasrec.training.device import resolve_device
+    from debiasrec.training.trainer import resolve_batch
+
+    return resolve_batch(model.config.train, model, train, resolve_device(DEVICE[0]))[0]
 
 
 def _reset_peak() -> None:
@@ -83,8 +96,10 @@ def floor_time(model: BPR, users: np.ndarray, k: int, chunk: int) -> float:
         iw = model.module.item.weight.T  # as the model scores (BLAS reads the transpose)
         t = time.perf_counter()
         for start in range(0, len(users), chunk):
-            block = torch.from_numpy(users[start : start + chunk])
+            block = torch.from_numpy(users[start : start + chunk]).to(uw.device)
             torch.topk(uw[block] @ iw, k, dim=1)
+        if uw.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t
 
 
@@ -109,7 +124,7 @@ def row_traffic_time(model: BPR, train: Any, seed: int) -> float:
 
     tables = [model.module.user.weight.detach(), model.module.item.weight.detach()]
     state = [[t.clone(), t.clone(), t.clone()] for t in tables]
-    it = model.batches(train, model.config.train.batch_size, np_rng(seed))
+    it = model.batches(train, _batch(model, train), np_rng(seed))
     total = 0.0
     for batch in it:
         t = time.perf_counter()
@@ -136,7 +151,7 @@ def run_size(
         return sp_
 
     split = stage("split (+ CSR views)", split_fn, rows, n)
-    model = BPR(train={"epochs": 1, "eval_every": 10**6})
+    model = BPR(train={"epochs": 1, "eval_every": 10**6, "device": DEVICE[0]})
     stage("BPR: one epoch (incl. setup)", lambda: model.fit(split.train, rng=seed), rows, n)
     mode = "row-sparse" if model.history_.row_sparse else "dense"
     rows[-1]["note"] = f"default: {mode}"
@@ -147,7 +162,9 @@ def run_size(
     for _ in range(repeats):
         for m in ("off", "on"):
             if len(loops[m]) < repeats:
-                other = BPR(train={"epochs": 1, "eval_every": 10**6, "row_sparse": m})
+                other = BPR(
+                    train={"epochs": 1, "eval_every": 10**6, "row_sparse": m, "device": DEVICE[0]}
+                )
                 other.fit(split.train, rng=seed)
                 loops[m].append(other.history_.seconds)
                 del other
@@ -244,7 +261,7 @@ def run_extras(split: Any, model: BPR, users: np.ndarray, rows: list, n: int, se
         (LightGCN, {}, 2),
         (MultVAE, {}, 5),
     ):
-        m = cls(train={"epochs": 1, "eval_every": 10**6, **kw})
+        m = cls(train={"epochs": 1, "eval_every": 10**6, "device": DEVICE[0], **kw})
         total = _count_batches(cls, split.train, m)
 
         def few(m: Any = m, cls: Any = cls, batches: int = batches) -> Any:
@@ -256,7 +273,7 @@ def run_extras(split: Any, model: BPR, users: np.ndarray, rows: list, n: int, se
 
 
 def _count_batches(cls: Any, train: Any, m: Any) -> int:
-    bs = m.config.train.batch_size
+    bs = _batch(m, train)
     if cls.__name__ == "MultVAE":
         return int(np.ceil((train.user_counts() > 0).sum() / bs))
     return int(np.ceil(train.n_interactions / bs))
@@ -265,12 +282,15 @@ def _count_batches(cls: Any, train: Any, m: Any) -> int:
 def _fit_batches(model: Any, train: Any, batches: int, seed: int) -> float:
     """Time ``batches`` training steps (forward, backward, Adam) after building the model."""
     from debiasrec.random import np_rng, torch_generator
+    from debiasrec.training.device import resolve_device
 
     gen = np_rng(seed)
     model.n_users_, model.n_items_, model.train_csr_ = train.n_users, train.n_items, train.csr()
+    model.device_ = resolve_device(DEVICE[0])
     model._build(train, torch_generator(gen))
+    model.module.to(model.device_)
     opt = torch.optim.Adam(model.module.parameters(), lr=1e-3)
-    it = model.batches(train, model.config.train.batch_size, gen)
+    it = model.batches(train, _batch(model, train), gen)
     next(it)  # the epoch's setup (shuffle, negatives) is not part of the per-batch cost
     t = time.perf_counter()
     for _, batch in zip(range(batches), it, strict=False):
@@ -315,7 +335,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--epoch-repeats", type=int, default=3, help="BPR epoch timings per mode")
     ap.add_argument("--repeat-up-to", type=float, default=5e6, help="repeat only up to this size")
+    ap.add_argument("--device", default="cpu", help="every model's train.device")
     args = ap.parse_args()
+    DEVICE[0] = args.device
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes]
     rows: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -321,6 +322,28 @@ def _cache_option(f):
     )(f)
 
 
+def _device_option(f):
+    return click.option(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda or cuda:N: replaces the config's [run] device (models, GANs, "
+        "leakage probes; a device set on a model still wins). See docs/gpu.md.",
+    )(f)
+
+
+def _with_device(cfg: Any, device: str | None) -> Any:
+    """``cfg`` with ``[run] device`` set from ``--device`` (a bad name is a ConfigError)."""
+    if device is None:
+        return cfg
+    from debiasrec.training.device import check_device_setting
+
+    try:
+        device = check_device_setting(device)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"device": device})})
+
+
 @cli.command("run")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -328,15 +351,22 @@ def _cache_option(f):
     "--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's)."
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@_device_option
 @_cache_option
 @_overwrite_option
 def run_cmd(
-    config: Path, out: Path, threads: int | None, quiet: bool, cache: Path | None, overwrite: bool
+    config: Path,
+    out: Path,
+    threads: int | None,
+    quiet: bool,
+    device: str | None,
+    cache: Path | None,
+    overwrite: bool,
 ) -> None:
     """Run the experiment described by CONFIG (TOML) and write the result folder OUT."""
     from debiasrec.experiment.runner import load_config
 
-    cfg = load_config(config)
+    cfg = _with_device(load_config(config), device)
     _set_threads(threads)
     _run_config(cfg, out, quiet, cache, overwrite)
 
@@ -350,13 +380,21 @@ def run_cmd(
 )
 @click.option("--quick", is_flag=True, help="Fewer models, methods and epochs (about 2 minutes).")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
+@_device_option
 @_cache_option
 @_overwrite_option
-def demo(out: Path, quick: bool, threads: int | None, cache: Path | None, overwrite: bool) -> None:
+def demo(
+    out: Path,
+    quick: bool,
+    threads: int | None,
+    device: str | None,
+    cache: Path | None,
+    overwrite: bool,
+) -> None:
     """The main job: ML-100K, gender and age; every model and debiasing method; table + report."""
     from debiasrec.experiment.runner import load_config
 
-    cfg = load_config(QUICK_CONFIG if quick else DEMO_CONFIG)
+    cfg = _with_device(load_config(QUICK_CONFIG if quick else DEMO_CONFIG), device)
     _set_threads(threads)
     t = time.perf_counter()
     _run_config(cfg, out, cache=cache, overwrite=overwrite)

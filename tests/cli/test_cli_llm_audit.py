@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("transformers")
 
 
+@pytest.mark.offline_model("minilm")  # the audited model is a text two-tower
 def test_llm_audit_writes_a_result_folder(cli, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DEBIASREC_CACHE", str(tmp_path / "cache"))
     params = '{"dim": 16, "hidden": 32, "train": {"epochs": 2, "eval_every": 1}}'

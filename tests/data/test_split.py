@@ -99,6 +99,18 @@ def test_ratio_counts_match_recbole(n: int, expected: tuple[int, int, int]) -> N
     assert tuple(int(c[0]) for c in got) == expected
 
 
+def test_ratio_counts_use_recboles_float_sum() -> None:
+    """n=2, ratios (0.25, 0.3, 0.05): 0.3 / sum * 2 is 1.0 when ``sum`` is exactly 0.6 (Python
+    >= 3.12's compensated built-in sum) and 0.99999... with a naive left-to-right sum
+    (0.6000000000000001, Python <= 3.11 and NumPy): RecBole's valid count is then 1, else 0 (and
+    the leftover single test item is bumped in)."""
+    ratios = (0.25, 0.3, 0.05)
+    expected = (1, 1, 0) if sum(ratios) == 0.6 else (1, 0, 1)
+    assert recbole_counts(2, ratios) == expected
+    got = _ratio_counts(np.array([2]), ratios)
+    assert tuple(int(c[0]) for c in got) == expected
+
+
 @given(
     n=st.lists(st.integers(0, 200), min_size=1, max_size=20),
     ratios=st.tuples(

@@ -117,12 +117,12 @@ def test_grl_mode_trains_discriminators(data):
     m.fit(sp.train, valid=sp.valid, rng=0)
     # With strength 0 the model ignores them, but both discriminators learned gender.
     assert len(strat.discriminators["gender"]) == 2
-    z = torch.from_numpy(m.user_embeddings())
+    z = torch.from_numpy(m.user_embeddings()).to(m.device)  # the discriminators' device
     is_f = np.asarray(ds.user_groups("gender")) == "F"
     with torch.no_grad():
         for d in strat.discriminators["gender"]:
             p_f = torch.softmax(d(z), 1)[:, list(ds.user_groups("gender").categories).index("F")]
-            assert auc(p_f.numpy(), is_f) > 0.8
+            assert auc(p_f.cpu().numpy(), is_f) > 0.8
 
 
 def test_config_errors(data):

@@ -37,7 +37,7 @@ def _train_pairs(model, ds, sp, rng=0):
             torch.from_numpy(np.concatenate([pos, neg]).astype(np.int64)),
         )
     f = np.asarray(ds.user_groups("gender")) == "F"
-    return s.numpy(), users, pos, neg, f
+    return s.cpu().numpy(), users, pos, neg, f
 
 
 def test_focf_non_parity_reduces_non_parity(split):

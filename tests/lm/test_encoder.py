@@ -16,6 +16,7 @@ def enc_dir(tmp_path_factory: pytest.TempPathFactory):
     return tmp_path_factory.mktemp("enc")
 
 
+@pytest.mark.offline_model("minilm")
 def test_real_offline_encoder_embeds_meaningfully(enc_dir) -> None:
     enc = SentenceEncoder(cache_dir=enc_dir)
     texts = [
@@ -39,6 +40,7 @@ def test_real_offline_encoder_embeds_meaningfully(enc_dir) -> None:
     np.testing.assert_allclose(x[0], manual.numpy(), atol=1e-5)
 
 
+@pytest.mark.offline_model("minilm")
 def test_second_run_encodes_nothing(enc_dir) -> None:
     texts = [f"movie number {i}" for i in range(20)]
     a = SentenceEncoder(cache_dir=enc_dir)
@@ -53,6 +55,7 @@ def test_second_run_encodes_nothing(enc_dir) -> None:
     assert c.n_encoded == 1
 
 
+@pytest.mark.offline_model("minilm")
 def test_batching_does_not_change_embeddings(enc_dir) -> None:
     texts = ["short", "a somewhat longer sentence about films", "mid length text"]
     one = SentenceEncoder(cache_dir=False, batch_size=1).encode(texts)

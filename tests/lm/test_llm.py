@@ -254,15 +254,11 @@ def test_popularity_concentration_and_jaccard() -> None:
 
 # ---------------------------------------------------------------------- the real offline model
 @pytest.mark.slow
+@pytest.mark.offline_model("smollm2")
 def test_real_smollm2_gguf_offline(tmp_path) -> None:
     pytest.importorskip("gguf")
-    from debiasrec.errors import MissingDependencyError
-
-    try:
-        lm = CausalLM(cache_dir=tmp_path, device="cpu")
-        lm.load()
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
+    lm = CausalLM(cache_dir=tmp_path, device="cpu")
+    lm.load()
     assert lm.load_info is not None and lm.load_info.dequantized_now
     assert any((tmp_path / "llm").glob("*/model.safetensors"))
     prompt = "I loved Star Wars and The Empire Strikes Back. Recommend one movie, title only."

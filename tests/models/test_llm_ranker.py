@@ -46,6 +46,9 @@ BASE: dict[str, Any] = {
 class TestLLMRankerContract(RecommenderContract):
     component = LLMRanker
     params: ClassVar[dict[str, Any]] = {**BASE, "calibration": "pmi", "finetune_users": 6}
+    # A loaded ranker rescores its calibration priors in other packed batches than the fitted
+    # one; on some machines' kernels that rounds differently (4.8e-7 seen on a 16-core host).
+    reload_tolerance = (1e-5, 1e-6)
 
     @classmethod
     def make(cls, **override: Any) -> Recommender:
@@ -203,7 +206,8 @@ def test_finetuned_save_load_round_trip(split: Split, tmp_path: Path) -> None:
     before = m.score(users)
     m.save(tmp_path / "m")
     loaded = LLMRanker.load(tmp_path / "m")
-    np.testing.assert_array_equal(loaded.score(users), before)
+    # to float rounding: packed scoring rounds with the batch layout (see the contract class)
+    np.testing.assert_allclose(loaded.score(users), before, rtol=1e-5, atol=1e-6)
     assert loaded.finetune_losses_ == m.finetune_losses_
     # fine-tuning changed the scores relative to zero-shot
     zero = make(calibration="pmi").fit(split.train, rng=1)

@@ -15,6 +15,9 @@ from debiasrec.errors import ConfigError  # noqa: E402
 from debiasrec.models import TextTwoTower  # noqa: E402
 from debiasrec.testing import RecommenderContract  # noqa: E402
 
+#: Tests that encode text need the offline MiniLM package (skipped with the pip command without it).
+needs_minilm = pytest.mark.offline_model("minilm")
+
 _FAST = {"epochs": 4, "eval_every": 1, "patience": 2, "batch_size": 32, "lr": 0.01}
 
 
@@ -31,6 +34,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@needs_minilm
 class TestTextTwoTower(RecommenderContract):
     component = TextTwoTower
     params = {"dim": 8, "hidden": 16, "train": _FAST}
@@ -42,6 +46,7 @@ def split():
     return random_split(ds, rng=1)
 
 
+@needs_minilm
 def test_learns_beyond_popularity_and_text_only_mode_works(split, cache) -> None:
     from debiasrec.models import Pop
     from debiasrec.training.trainer import validation_score
@@ -58,6 +63,7 @@ def test_learns_beyond_popularity_and_text_only_mode_works(split, cache) -> None
     assert text_only.module.item_id is None and np.isfinite(text_only.score([0, 1])).all()
 
 
+@needs_minilm
 def test_profile_fields_enter_only_through_the_user_text(split, cache) -> None:
     assert TextTwoTower().config.profile is False  # no sensitive input unless asked for
     with_p = TextTwoTower(cache_dir=cache, profile=True, dim=8, hidden=16, train=_FAST)
@@ -74,6 +80,7 @@ def test_profile_fields_enter_only_through_the_user_text(split, cache) -> None:
     np.testing.assert_allclose(without.module.user_text[0].numpy(), ref, atol=1e-6)
 
 
+@needs_minilm
 def test_score_with_texts_matches_score_and_reacts_to_the_text(split, cache) -> None:
     m = TextTwoTower(cache_dir=cache, profile=True, dim=8, hidden=16, train=_FAST)
     m.fit(split.train, rng=0)
@@ -94,6 +101,7 @@ def test_score_with_texts_matches_score_and_reacts_to_the_text(split, cache) -> 
         m.score_with_texts(users, texts[:2])
 
 
+@needs_minilm
 def test_save_load_round_trip(split, cache, tmp_path) -> None:
     m = TextTwoTower(cache_dir=cache, dim=8, hidden=16, train=_FAST).fit(split.train, rng=0)
     m.save(tmp_path / "m")
@@ -105,6 +113,7 @@ def test_save_load_round_trip(split, cache, tmp_path) -> None:
     )
 
 
+@needs_minilm
 def test_last_layer_tuning_changes_item_text_embeddings(split, cache) -> None:
     frozen = TextTwoTower(cache_dir=cache, dim=8, hidden=16, train=_FAST).fit(split.train, rng=0)
     tuned = TextTwoTower(cache_dir=cache, dim=8, hidden=16, tune="last_layer",
@@ -115,6 +124,7 @@ def test_last_layer_tuning_changes_item_text_embeddings(split, cache) -> None:
     assert np.isfinite(tuned.score([0, 1])).all()
 
 
+@needs_minilm
 def test_bpr_loss_and_sampled_softmax(split, cache) -> None:
     for kw in ({"loss": "bpr"}, {"full_softmax_max_items": 10, "n_negatives": 16}):
         m = TextTwoTower(cache_dir=cache, dim=8, hidden=16, train={**_FAST, "epochs": 6}, **kw)
@@ -123,6 +133,7 @@ def test_bpr_loss_and_sampled_softmax(split, cache) -> None:
         assert losses[-1] < losses[0], kw
 
 
+@needs_minilm
 def test_adversary_sees_the_user_tower(split, cache) -> None:
     adv = Adversarial(attrs=["gender"], strength=0.5)
     m = TextTwoTower(cache_dir=cache, dim=8, hidden=16, train=_FAST, strategies=[adv])
@@ -140,6 +151,7 @@ def test_bad_config(cache) -> None:
         TextTwoTower(cache_dir=cache, user_text=False, history=False).fit(ds)
 
 
+@needs_minilm
 def test_counterfactual_text_augmentation_weakens_the_reaction_to_gender(split, cache) -> None:
     from debiasrec.lm.templates import Variant
 

@@ -9,6 +9,12 @@ rows are gathered, not dense tables). Multi-task training (genre and like heads)
 samples from each rank's shard (the genre task uses the shard's distinct items), so it follows a
 statistically, not numerically, equal trajectory: 5% on losses, 0.02 on NDCG@10. Strategies (an adversary with its own optimizer and filters) and Mult-VAE must keep
 every rank's weights bit-identical.
+
+These runs pass ``device="cpu"`` explicitly, so the backend is gloo on every machine (with a GPU
+visible too: the backend follows the device, not ``torch.cuda.is_available()``). The GPU run
+(``test_ddp_on_gpu``, marked ``cuda``) uses nccl with one GPU per rank when two GPUs are
+visible; with one GPU, NCCL refuses two ranks on the same device, so both ranks train on
+``cuda:0`` and exchange gradients with gloo (the test prints why).
 """
 
 from __future__ import annotations
@@ -33,14 +39,13 @@ WORKER = Path(__file__).parent / "_ddp_worker.py"
 MATCHED = ["bpr", "bpr_sparse"]
 
 
-@pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    out = tmp_path_factory.mktemp("ddp") / "res"
+def torchrun(out: Path, *args: str) -> list[dict]:
+    """Run the worker on 2 ranks (``args``: device, backend); each rank's results."""
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(WORKER), str(out),
+        str(WORKER), str(out), *args,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -48,13 +53,19 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return torchrun(tmp_path_factory.mktemp("ddp") / "res", "cpu")
+
+
+@pytest.fixture(scope="module")
 def single() -> dict:
-    return _ddp_worker.run_all([*MATCHED, "bpr_multitask"])
+    return _ddp_worker.run_all([*MATCHED, "bpr_multitask"], device="cpu")
 
 
 def test_two_ranks_ran_distributed_and_stay_in_sync(ddp_results: list[dict]) -> None:
     r0, r1 = ddp_results
     assert r0["world"] == r1["world"] == 2
+    assert r0["backend"] == "gloo" and r0["bpr"]["device"] == "cpu"  # even with CUDA visible
     for name in ("bpr", "bpr_adversarial", "multvae", "bpr_sparse", "bpr_multitask"):
         assert r0[name]["digest"] == r1[name]["digest"], f"{name}: ranks diverged"
         strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in r[name]["history"]]
@@ -135,3 +146,48 @@ def test_reduce_sparse_sends_rows_of_any_gradient_form(tmp_path) -> None:
         assert p.grad.is_sparse and p.grad.values().numel() == 0
     finally:
         dist.destroy_process_group()
+
+
+def test_backend_follows_the_device_not_cuda_availability() -> None:
+    from debiasrec.training.distributed import backend_for
+
+    assert backend_for("cpu") == "gloo"  # was nccl whenever CUDA was available
+    assert backend_for(torch.device("cuda", 0)) == "nccl"
+    assert backend_for("cuda:1", "gloo") == "gloo"  # an explicit backend is kept
+    assert backend_for(None) == "gloo"
+
+
+def test_nccl_for_cpu_training_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from debiasrec.errors import ConfigError
+    from debiasrec.training.distributed import setup
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun; fails before any connection
+    with pytest.raises(ConfigError, match="nccl reduces GPU tensors only"):
+        setup("auto", "nccl", torch.device("cpu"))
+
+
+@pytest.mark.cuda
+def test_ddp_on_gpu(tmp_path: Path) -> None:
+    """2 ranks training on the GPU stay in sync and follow one GPU process (same tolerances as
+    the CPU check: the sharded sums are added in another order)."""
+    if torch.cuda.device_count() >= 2:
+        device, backend = "cuda", "nccl"  # each rank on its LOCAL_RANK GPU
+    else:
+        device, backend = "cuda:0", "gloo"
+        print(  # noqa: T201 - the reason is part of the test's output
+            "test_ddp_on_gpu: one visible GPU; NCCL does not run two ranks on the same GPU "
+            "('Duplicate GPU detected'), so both ranks train on cuda:0 and reduce with gloo"
+        )
+    ranks = torchrun(tmp_path / "res", device, backend)
+    one = _ddp_worker.run_all(MATCHED, device="cuda:0")
+    r0, r1 = ranks
+    assert r0["backend"] == backend and r0["world"] == 2
+    for name in ("bpr", "bpr_adversarial", "multvae", "bpr_sparse", "bpr_multitask"):
+        assert r0[name]["device"].startswith("cuda")
+        assert r0[name]["digest"] == r1[name]["digest"], f"{name}: ranks diverged"
+    for name in MATCHED:
+        ddp = r0[name]
+        for a, b in zip(ddp["history"], one[name]["history"], strict=True):
+            for key in (k for k in b if k.startswith("loss_")):
+                assert a[key] == pytest.approx(b[key], rel=1e-3), (name, key)
+        assert ddp["test_ndcg"] == pytest.approx(one[name]["test_ndcg"], abs=5e-3)

@@ -50,9 +50,15 @@ def _ratio_counts(n: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np
 
     valid and test get ``floor(ratio * n)``; a part whose ideal size is in (0, 1) gets one item as
     long as training keeps more than one (RecBole's rule for ``RS`` with ``group_by=user``).
+
+    The normalised ratios are RecBole's float expression exactly: ``x / sum(ratios)`` with
+    Python's built-in ``sum`` (compensated summation from Python 3.12 on; NumPy's
+    ``ndarray.sum`` rounds differently, and ``ideal * n`` can then land on the other side of an
+    integer, e.g. ``n=2, ratios=(0.25, 0.3, 0.05)``). Each ``ratio * n`` is the same IEEE product
+    in NumPy as in Python, so the counts equal RecBole's on the Python running them.
     """
-    r = np.asarray(ratios, dtype=np.float64)
-    r = r / r.sum()
+    tot = sum(float(x) for x in ratios)
+    r = np.array([float(x) / tot for x in ratios], dtype=np.float64)
     cnt_valid = np.floor(r[1] * n).astype(np.int64)
     cnt_test = np.floor(r[2] * n).astype(np.int64)
     cnt_train = n - cnt_valid - cnt_test

@@ -14,7 +14,7 @@ the model from that object (``ModelSpec.params``), never from the TOML dict agai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -31,6 +31,8 @@ from debiasrec.experiment.methods import (
 from debiasrec.limits import SEED_MAX, check_seed
 from debiasrec.models.base import MODELS
 from debiasrec.models.capabilities import WeightedTraining, missing_capabilities
+from debiasrec.training.device import check_device_setting
+from debiasrec.training.trainer import TrainerConfig
 
 #: Largest seed accepted (seeds feed NumPy and torch generators).
 MAX_SEED = SEED_MAX
@@ -93,6 +95,53 @@ class SplitConfig(BaseModel):
         return self
 
 
+class RunConfig(BaseModel):
+    """How the experiment runs, not what it measures: ``[run]``.
+
+    ``device`` and ``precision`` apply to every component that has the setting and leaves it
+    unset (``None``): each model's ``train.device`` / ``train.precision`` (``device`` of an
+    ``llm_ranker``), each pre-processing transform's ``device`` (the GANs) and ``eval.device``
+    (leakage probes). A value set on a model (or in a method's ``params``) overrides ``[run]``.
+    See docs/gpu.md.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str | None = Field(
+        None, description="'auto' (None: CUDA when available), 'cpu', 'cuda' or 'cuda:N'"
+    )
+    precision: Literal["fp32", "tf32", "bf16"] | None = Field(
+        None, description="training and scoring precision of torch models (None: fp32)"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else check_device_setting(v)
+
+
+def with_run_settings(config: BaseModel, run: RunConfig) -> BaseModel:
+    """``config`` with ``run``'s device and precision filled in where it leaves them unset.
+
+    Touches a ``train`` :class:`~debiasrec.training.trainer.TrainerConfig` (``device``,
+    ``precision``) and a top-level ``device`` field; anything else is returned unchanged.
+    """
+    update: dict[str, Any] = {}
+    train = getattr(config, "train", None)
+    if isinstance(train, TrainerConfig):
+        sub = {
+            k: v
+            for k, v in (("device", run.device), ("precision", run.precision))
+            if v is not None and getattr(train, k) is None
+        }
+        if sub:
+            update["train"] = train.model_copy(update=sub)
+    fields = type(config).model_fields
+    if run.device is not None and "device" in fields and dict(config).get("device") is None:
+        update["device"] = run.device
+    return config.model_copy(update=update) if update else config
+
+
 class ModelSpec(ComponentEntry):
     """One ``[[models]]`` entry: ``kind`` (a registered model), result ``name`` and ``params``.
 
@@ -139,6 +188,7 @@ class ExperimentConfig(BaseModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec.model_validate({"kind": "pop"})])
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
     methods: list[MethodSpec] = Field(
         default_factory=list, description="debiasing methods (see debiasrec.experiment.methods)"
     )
@@ -256,6 +306,28 @@ class ExperimentConfig(BaseModel):
     def from_toml(cls, path: str | Path) -> ExperimentConfig:
         return load_toml(path, cls)
 
+    def with_run_settings(self) -> ExperimentConfig:
+        """This config with ``[run]``'s device and precision pushed into every model, method
+        transform and ``eval`` that leaves them unset (what the runner trains with)."""
+        run = self.run
+        if run.device is None and run.precision is None:
+            return self
+
+        def entry(e: Any) -> Any:
+            new = with_run_settings(e.config, run)
+            return e if new is e.config else e.model_copy(update={"config": new})
+
+        methods = [
+            m.model_copy(update={"pre": [entry(e) for e in m.pre]}) for m in self.methods
+        ]
+        return self.model_copy(
+            update={
+                "models": [entry(m) for m in self.models],
+                "methods": methods,
+                "eval": with_run_settings(self.eval, run),
+            }
+        )
+
     def model_spec(self, label: str) -> ModelSpec:
         """The ``[[models]]`` entry labelled ``label``."""
         spec = self._base(label)
@@ -282,6 +354,8 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "ModelSpec",
+    "RunConfig",
     "SplitConfig",
     "load_config",
+    "with_run_settings",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,9 @@ from debiasrec.metrics.registry import (
     check_metric_names,
     compute_metrics,
 )
-from debiasrec.metrics.topk import full_ranking_topk, pad_rows, topk_from_scores
+from debiasrec.metrics.topk import DEFAULT_CHUNK, full_ranking_topk, pad_rows, topk_from_scores
 from debiasrec.random import np_rng
+from debiasrec.training.device import check_device_setting, resolve_device
 
 if TYPE_CHECKING:
     from debiasrec.models.base import Recommender
@@ -53,7 +54,16 @@ class EvalConfig(BaseModel):
     intersections: list[str] = Field(default_factory=list)  # e.g. ["gender&age"]
     n_boot: int = Field(1000, ge=0)
     ci: float = Field(0.95, gt=0, lt=1)
-    chunk: int = Field(2048, ge=1)
+    chunk: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="users per scoring block; 'auto': 2048 on the CPU, sized to the free "
+        "memory on a GPU",
+    )
+    device: str | None = Field(
+        None,
+        description="where the leakage probes run ('auto', 'cpu', 'cuda', 'cuda:N'; None: "
+        "'auto' or the experiment's [run] device); a model scores on its own device",
+    )
     sampled_negatives: int | None = Field(None, ge=1)
     head_share: float = Field(0.2, gt=0, lt=1)
 
@@ -83,6 +93,11 @@ class EvalConfig(BaseModel):
         from debiasrec.data.loaders import attribute_names
 
         return None if v is None else attribute_names(v, f"eval.{info.field_name}")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else check_device_setting(v)
 
     @field_validator("metrics")
     @classmethod
@@ -119,9 +134,10 @@ def rank_full(
     k: int,
     exclude: Sequence[sp.csr_matrix],
     *,
-    chunk: int = 2048,
+    chunk: int | Literal["auto"] = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Full-ranking top-``k`` item codes and scores for ``users`` with ``exclude`` masked."""
+    """Full-ranking top-``k`` item codes and scores for ``users`` with ``exclude`` masked
+    (on the scores' device; see :func:`debiasrec.metrics.topk.full_ranking_topk`)."""
     return full_ranking_topk(score_fn, users, k, exclude, chunk=chunk)
 
 
@@ -134,7 +150,7 @@ def rank_sampled(
     n_neg: int,
     *,
     rng: int | np.random.Generator | None = 0,
-    chunk: int = 2048,
+    chunk: int | Literal["auto"] = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` among each user's held-out items plus ``n_neg`` unseen items per held-out item.
 
@@ -143,6 +159,7 @@ def rank_sampled(
     or every such item when there are fewer. Everything else is masked before the top-``k``.
     """
     gen = np_rng(rng)
+    chunk = DEFAULT_CHUNK if chunk == "auto" else int(chunk)  # keys are drawn on the host
     n_items = truth.shape[1]
     users = np.asarray(users, dtype=np.int64)
     out = np.empty((len(users), k), dtype=np.int64)
@@ -173,7 +190,7 @@ def rank_sampled(
             allowed[rows, cand[take]] = True
         t = truth[block].tocoo()
         allowed[t.row, t.col] = True
-        scores[torch.from_numpy(~allowed)] = float("-inf")
+        scores[torch.from_numpy(~allowed).to(scores.device)] = float("-inf")
         out[start : start + len(block)], out_s[start : start + len(block)] = topk_from_scores(
             scores, k, inplace=True
         )
@@ -211,6 +228,7 @@ def evaluate_topk(
         raise ConfigError(f"lists have {topk.shape[1]} items but eval.ks asks for @{kmax}")
     inp = metric_input(topk, users, train, test, cfg, scores=scores, embeddings=embeddings)
     inp.probe_seed = probe_seed
+    inp.device = resolve_device(cfg.device)
     if not with_history:
         inp.history = None
     per, results = compute_metrics(inp, cfg.metrics, n_boot=cfg.n_boot, rng=rng)

@@ -259,6 +259,7 @@ def run_experiment(
         folder.check(resolved, cache=root)
     sc = StageCache(root)
     t0 = time.perf_counter()
+    cfg = cfg.with_run_settings()  # [run] device/precision into each component (not written)
     variants = cfg.variants()
     if prepared is not None:
         ds, report, split = prepared

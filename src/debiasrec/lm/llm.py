@@ -216,7 +216,9 @@ class CausalLM:
     Args:
         model: hub id, local folder, ``.gguf`` path, or ``None`` for the offline default.
         cache_dir: dequantized-weights cache root (``None``: :func:`default_cache_dir`).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        device: ``"auto"`` (or ``None``: CUDA when available), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` (:func:`debiasrec.training.device.resolve_device`; under ``torchrun``
+            ``"cuda"`` is the rank's GPU).
         dtype: weights dtype after loading.
         system_prompt: system message for chat templates (``None``: the template's default).
         use_chat_template: wrap prompts in the tokenizer's chat template when it has one.
@@ -238,7 +240,7 @@ class CausalLM:
         model: str | None = None,
         *,
         cache_dir: str | Path | None = None,
-        device: str = "auto",
+        device: str | None = "auto",
         dtype: str = "float32",
         system_prompt: str | None = None,
         use_chat_template: bool = True,
@@ -274,11 +276,9 @@ class CausalLM:
     # ------------------------------------------------------------------ model
     def _set(self, module: Any, tokenizer: Any) -> None:
         torch = _require("torch")
-        if self.device_arg == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        else:
-            device = self.device_arg
-        self.device = torch.device(device)
+        from debiasrec.training.device import resolve_device
+
+        self.device = resolve_device(self.device_arg)
         self._module = module.to(self.device)
         self._module.eval()
         self._tok = tokenizer

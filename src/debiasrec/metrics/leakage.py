@@ -147,13 +147,16 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
     return (train - mu) / sd, (test - mu) / sd
 
 
-def _fit_logreg(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter: int) -> Any:
+def _fit_logreg(
+    x: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter: int, device: Any = "cpu"
+) -> Any:
     """Multinomial logistic regression, ``mean CE + ||W||^2 / (2 C n)`` (sklearn's scaling), LBFGS."""
     import torch
 
-    xt = torch.from_numpy(x)
-    yt = torch.from_numpy(y)
-    lin = torch.nn.Linear(x.shape[1], n_classes, dtype=torch.float64)
+    dev = torch.device(device)
+    xt = torch.from_numpy(x).to(dev)
+    yt = torch.from_numpy(y).to(dev)
+    lin = torch.nn.Linear(x.shape[1], n_classes, dtype=torch.float64, device=dev)
     with torch.no_grad():  # deterministic start: zeros (the problem is convex)
         lin.weight.zero_()
         lin.bias.zero_()
@@ -187,17 +190,22 @@ def _fit_mlp(
     max_epochs: int,
     patience: int,
     rng: np.random.Generator,
+    device: Any = "cpu",
 ) -> Any:
     """One-hidden-layer MLP (ReLU, dropout 0.2), full-batch Adam, early stopping on an inner
-    stratified 20 % split (the weights of the best inner-validation loss are kept)."""
+    stratified 20 % split (the weights of the best inner-validation loss are kept).
+
+    Initial weights and dropout masks are drawn on the CPU and moved to ``device``.
+    """
     import torch
 
+    dev = torch.device(device)
     gen = torch.Generator().manual_seed(derive_seed(rng))
     inner = stratified_folds(y, 5, rng) == 0
     if inner.all() or not inner.any():
         inner[:] = False
-    fit_x, fit_y = torch.from_numpy(x[~inner]), torch.from_numpy(y[~inner])
-    val_x, val_y = torch.from_numpy(x[inner]), torch.from_numpy(y[inner])
+    fit_x, fit_y = torch.from_numpy(x[~inner]).to(dev), torch.from_numpy(y[~inner]).to(dev)
+    val_x, val_y = torch.from_numpy(x[inner]).to(dev), torch.from_numpy(y[inner]).to(dev)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(rng))
         net = torch.nn.Sequential(
@@ -206,13 +214,14 @@ def _fit_mlp(
             torch.nn.Dropout(0.2),
             torch.nn.Linear(hidden, n_classes, dtype=torch.float64),
         )
+    net.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=weight_decay)
     best, best_state, bad = float("inf"), None, 0
     for _ in range(max_epochs):
         net.train()
         # Dropout mask drawn from our generator (no global RNG).
         h = net[1](net[0](fit_x))
-        keep = (torch.rand(h.shape, generator=gen, dtype=torch.float64) >= 0.2) / 0.8
+        keep = (torch.rand(h.shape, generator=gen, dtype=torch.float64) >= 0.2).to(dev) / 0.8
         loss = torch.nn.functional.cross_entropy(net[3](h * keep), fit_y)
         opt.zero_grad()
         loss.backward()
@@ -258,6 +267,7 @@ def leakage(
     max_iter: int = 200,
     max_epochs: int = 500,
     patience: int = 20,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
     """Cross-validated attacker performance at predicting ``labels`` from ``X``.
 
@@ -272,6 +282,9 @@ def leakage(
             make some test folds miss the class, which is warned about).
         rng: seed or generator (folds, MLP initialisation and dropout).
         ci: confidence level of the t-interval over folds.
+        device: where the probes train (a ``torch.device`` or its name, e.g. ``"cuda"``; the
+            caller resolves ``"auto"``); folds, initial weights and dropout masks are drawn on
+            the CPU on every device.
 
     Returns:
         A dict with ``auc`` (binary AUC, or macro one-vs-rest AUC for more than two classes),
@@ -338,6 +351,7 @@ def leakage(
             max_epochs=max_epochs,
             patience=patience,
             rng=gen,
+            device=device,
         )
         if n_cls == 2:
             aucs.append(auc(proba[:, 1], y[te] == 1) if len(np.unique(y[te])) == 2 else np.nan)
@@ -373,15 +387,17 @@ def _predict_proba(
     max_epochs: int,
     patience: int,
     rng: np.random.Generator,
+    device: Any = "cpu",
 ) -> np.ndarray:
     import torch
 
     if probe == "logreg":
-        net = _fit_logreg(xtr, ytr, n_cls, c, max_iter)
+        net = _fit_logreg(xtr, ytr, n_cls, c, max_iter, device)
     else:
-        net = _fit_mlp(xtr, ytr, n_cls, hidden, weight_decay, max_epochs, patience, rng)
+        net = _fit_mlp(xtr, ytr, n_cls, hidden, weight_decay, max_epochs, patience, rng, device)
     with torch.no_grad():
-        return torch.softmax(net(torch.from_numpy(xte)), dim=1).numpy()
+        xt = torch.from_numpy(xte).to(torch.device(device))
+        return torch.softmax(net(xt), dim=1).cpu().numpy()
 
 
 def leakage_frame(
@@ -585,13 +601,15 @@ def _leakage_metric(inp: MetricInput, k: int) -> list[Row]:
             continue  # a probe needs two labelled classes with a member per fold
         if rep is None:
             rep = recs_embedding(inp.topk, inp.n_items, k, seed=inp.probe_seed)
-        res = leakage(rep, labels, folds=folds, rng=derive_seed(pgen), ci=inp.ci)
+        res = leakage(rep, labels, folds=folds, rng=derive_seed(pgen), ci=inp.ci, device=inp.device)
         out += _leak_rows(res, f"@{k}", attr)
         if inp.embeddings is not None and attr in inp.user_groups:
             full = inp.user_groups[attr]
             # Users a pre-processing transform appended (synthetic or oversampled copies) come
             # after the real users' codes: probe the real users only.
             emb = np.asarray(inp.embeddings, dtype=np.float64)[: len(full)]
-            res = leakage(emb, full, folds=folds, rng=derive_seed(pgen), ci=inp.ci)
+            res = leakage(
+                emb, full, folds=folds, rng=derive_seed(pgen), ci=inp.ci, device=inp.device
+            )
             out += _leak_rows(res, "_emb", attr)
     return out

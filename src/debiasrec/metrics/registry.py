@@ -76,6 +76,8 @@ class MetricInput:
         head_share: share of interactions defining the popular head (long-tail metrics).
         ci: confidence level of intervals.
         probe_seed: seed of the leakage probes' folds (the same for every method and seed).
+        device: where torch-based metrics (the leakage probes) run: a ``torch.device`` or its
+            name (``"cpu"``, ``"cuda:0"``), resolved by the caller.
     """
 
     topk: np.ndarray
@@ -97,6 +99,7 @@ class MetricInput:
     head_share: float = 0.2
     ci: float = 0.95
     probe_seed: int = 0
+    device: Any = "cpu"
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def has(self, need: str) -> bool:

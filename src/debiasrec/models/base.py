@@ -134,6 +134,11 @@ class Recommender(ABC, Generic[C]):
             a = np.array(a, dtype=np.float32, order="C")  # a view (e.g. broadcast) is copied
         return torch.from_numpy(a)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes its scores (the CPU unless a model says otherwise)."""
+        return torch.device("cpu")
+
     def _check_users(self, user_codes: np.ndarray) -> np.ndarray:
         users = np.asarray(user_codes, dtype=np.int64).ravel()
         if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
@@ -205,8 +210,16 @@ class Recommender(ABC, Generic[C]):
         save_file(tensors, str(folder / "state.safetensors"))
 
     @classmethod
-    def load(cls, folder: str | Path) -> Recommender[Any]:
-        """Inverse of :meth:`save`."""
+    def load(
+        cls, folder: str | Path, *, device: str | torch.device | None = None
+    ) -> Recommender[Any]:
+        """Inverse of :meth:`save`.
+
+        ``device`` (torch models): where the loaded model computes (``"cpu"``, ``"cuda"``, ...;
+        ``None``: the saved config's ``train.device``, i.e. ``"auto"`` unless set). Saved state
+        is device-free (written from CPU tensors), so a model trained on a GPU loads on a CPU
+        and scores the same to float tolerance.
+        """
         from safetensors.numpy import load_file
 
         folder = Path(folder)
@@ -222,8 +235,12 @@ class Recommender(ABC, Generic[C]):
         model.train_csr_ = sp.csr_matrix(
             (np.ones(len(indices), np.float32), indices, indptr), shape=(n_u, n_i)
         )
+        model._set_load_device(device)
         model._load_state(tensors)
         return model
+
+    def _set_load_device(self, device: str | torch.device | None) -> None:
+        """Hook of :meth:`load`: where the model will compute (models on the CPU ignore it)."""
 
     def _state(self) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"{self.name} does not support saving")

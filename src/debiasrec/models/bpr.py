@@ -35,14 +35,17 @@ from debiasrec.models.capabilities import (
     WeightedTraining,
 )
 from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
+from debiasrec.training.device import BatchRule, no_autocast
 from debiasrec.training.trainer import TrainerConfig
 
 
 def _bpr_train_defaults() -> TrainerConfig:
     # Chosen by validation NDCG@10 on ML-100K (benchmarks/RESULTS.md): a high initial rate with
     # exponential decay converges in ~60-80 epochs to better optima than a constant rate.
+    # batch_size "auto": 4096 on the CPU (what these were tuned with), larger on a GPU for large
+    # data (BPR.batch_rule; docs/gpu.md).
     return TrainerConfig(
-        epochs=300, lr=3e-2, lr_decay=0.92, batch_size=4096, patience=3, eval_every=5
+        epochs=300, lr=3e-2, lr_decay=0.92, batch_size="auto", patience=3, eval_every=5
     )
 
 
@@ -65,6 +68,11 @@ class _BPRLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, qi, qj, reg):
+        with no_autocast(u):  # the loss stays in fp32 under precision="bf16"
+            return _BPRLoss._forward(ctx, u, qi, qj, reg)
+
+    @staticmethod
+    def _forward(ctx, u, qi, qj, reg):
         d = qi - qj
         x = (u * d).sum(1)
         n = x.shape[0]
@@ -85,10 +93,16 @@ class _BPRLoss(torch.autograd.Function):
         gi = u * c
         gj = gi.neg()
         if ctx.reg:
-            r = float(g_l2) * ctx.reg / ctx.n
-            gu.add_(u, alpha=r)
-            gi.add_(qi, alpha=r)
-            gj.add_(qj, alpha=r)
+            if u.device.type == "cpu":
+                r = float(g_l2) * ctx.reg / ctx.n
+                gu.add_(u, alpha=r)
+                gi.add_(qi, alpha=r)
+                gj.add_(qj, alpha=r)
+            else:  # a device scalar: no device-to-host sync per step
+                r_t = g_l2 * (ctx.reg / ctx.n)
+                gu.addcmul_(u, r_t)
+                gi.addcmul_(qi, r_t)
+                gj.addcmul_(qj, r_t)
         return gu, gi, gj, None
 
 
@@ -97,6 +111,11 @@ class _WeightedBPRLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, qi, qj, w, reg):
+        with no_autocast(u):  # the loss stays in fp32 under precision="bf16"
+            return _WeightedBPRLoss._forward(ctx, u, qi, qj, w, reg)
+
+    @staticmethod
+    def _forward(ctx, u, qi, qj, w, reg):
         d = qi - qj
         x = (u * d).sum(1)
         n = x.shape[0]
@@ -115,7 +134,10 @@ class _WeightedBPRLoss(torch.autograd.Function):
         gi = u * c
         gj = gi.neg()
         if ctx.reg:
-            r = (w * (float(g_l2) * ctx.reg / ctx.n)).unsqueeze(1)
+            scale = float(g_l2) * ctx.reg / ctx.n if w.device.type == "cpu" else g_l2 * (
+                ctx.reg / ctx.n
+            )  # on a GPU a device scalar: no device-to-host sync per step
+            r = (w * scale).unsqueeze(1)
             gu.add_(u * r)
             gi.add_(qi * r)
             gj.add_(qj * r)
@@ -138,6 +160,7 @@ class BPR(
     name = "bpr"
     Config = BPRConfig
     module: _MF
+    batch_rule = BatchRule(cpu=4096, gpu=65536)
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         cfg = self.config
@@ -146,7 +169,7 @@ class BPR(
             self.module.user.weight.normal_(0.0, cfg.init_std, generator=gen)
             self.module.item.weight.normal_(0.0, cfg.init_std, generator=gen)
         weights = None if train.weights is None else train.pair_weights()
-        self._pairs = PairSampler(train.csr(), train.n_items, weights)
+        self._pairs = PairSampler(train.csr(), train.n_items, weights, device=self.device)
 
     def _build_empty(self) -> None:
         cfg = self.config
@@ -163,11 +186,11 @@ class BPR(
 
     def user_repr(self, users: torch.Tensor) -> torch.Tensor:
         """User representation used for scoring (what adversaries and probes see)."""
-        return self.filter_user(self.module.user(users))
+        return self.filter_user(self.module.user(self._ids(users)))
 
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
         """Item representation used for scoring (what auxiliary item heads see)."""
-        return self.module.item(items)
+        return self.module.item(self._ids(items))
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -181,17 +204,17 @@ class BPR(
 
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Differentiable scores of ``(users[r], items[r])`` pairs."""
-        return (self.user_repr(users) * self.module.item(items)).sum(1)
+        return (self.user_repr(users) * self.module.item(self._ids(items))).sum(1)
 
     def score_block(self, users: np.ndarray) -> torch.Tensor:
-        u = self.user_repr(torch.as_tensor(users, dtype=torch.long))
+        u = self.user_repr(self._ids(users))
         return u @ self.module.item.weight.T
 
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self.user_repr(torch.arange(self.n_users_)).numpy().copy()
+            return self.user_repr(torch.arange(self.n_users_)).cpu().numpy().copy()
 
     def item_embeddings(self) -> np.ndarray:
         self._check_fitted()
-        return self.module.item.weight.detach().numpy().copy()
+        return self.module.item.weight.detach().cpu().numpy().copy()

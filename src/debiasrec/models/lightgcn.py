@@ -13,6 +13,7 @@ but still links its user and item in ``A_hat``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +31,13 @@ from debiasrec.models.capabilities import (
     WeightedTraining,
 )
 from debiasrec.models.torch_base import PairSampler, TorchModelConfig, TorchRecommender
+from debiasrec.training.device import BatchRule, no_autocast
 from debiasrec.training.trainer import TrainerConfig
 
 
 def _lgcn_train_defaults() -> TrainerConfig:
-    return TrainerConfig(epochs=300, lr=5e-3, batch_size=4096, patience=3, eval_every=5)
+    # batch_size "auto": 4096 on the CPU, larger on a GPU for large data (docs/gpu.md).
+    return TrainerConfig(epochs=300, lr=5e-3, batch_size="auto", patience=3, eval_every=5)
 
 
 class LightGCNConfig(TorchModelConfig):
@@ -70,6 +73,23 @@ def normalized_adjacency(csr, n_users: int, n_items: int) -> torch.Tensor:
     return adj.coalesce()
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """``A @ E`` for a *symmetric* sparse ``A`` whose backward is ``A @ grad`` (GPU path).
+
+    ``torch.sparse.mm``'s backward multiplies by ``A^T``, which it builds (a sort of every
+    nonzero) at each step; ``A_hat`` is symmetric, so the forward matrix serves both ways.
+    """
+
+    @staticmethod
+    def forward(ctx, adj, e):
+        ctx.adj = adj
+        return adj @ e
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, ctx.adj @ grad
+
+
 @MODELS.register
 class LightGCN(
     TorchRecommender[LightGCNConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, WeightedTraining, UserEmbeddings, UserFilterHost
@@ -79,6 +99,7 @@ class LightGCN(
     name = "lightgcn"
     Config = LightGCNConfig
     module: _Emb
+    batch_rule = BatchRule(cpu=4096, gpu=65536)
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         cfg = self.config
@@ -86,9 +107,9 @@ class LightGCN(
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.module = _Emb(train.n_users, train.n_items, cfg.dim)
         csr = train.csr()
-        self._adj = normalized_adjacency(csr, train.n_users, train.n_items)
+        self._set_adjacency(csr)
         weights = None if train.weights is None else train.pair_weights()
-        self._pairs = PairSampler(csr, train.n_items, weights)
+        self._pairs = PairSampler(csr, train.n_items, weights, device=self.device)
         self._final: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _build_empty(self) -> None:
@@ -103,17 +124,25 @@ class LightGCN(
         self._final = None
 
     def _after_load(self) -> None:
-        self._adj = normalized_adjacency(self.train_csr_, self.n_users_, self.n_items_)
+        self._set_adjacency(self.train_csr_)
         self._final = None
+
+    def _set_adjacency(self, csr: Any) -> None:
+        n_u, n_i = csr.shape
+        adj = normalized_adjacency(csr, n_u, n_i)
+        # On a GPU: CSR layout (cuSPARSE's CSR product) and the symmetric backward.
+        self._adj = adj if self.device.type == "cpu" else adj.to(self.device).to_sparse_csr()
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (layer-mean) user and item embeddings."""
         cfg = self.config
         e = torch.cat([self.module.user.weight, self.module.item.weight])
         acc = e
-        for _ in range(cfg.layers):
-            e = torch.sparse.mm(self._adj, e)
-            acc = acc + e
+        coo = self._adj.layout == torch.sparse_coo  # the CPU layout; CSR on a GPU
+        with no_autocast(e):  # sparse products stay in fp32 under precision="bf16"
+            for _ in range(cfg.layers):
+                e = torch.sparse.mm(self._adj, e) if coo else _SymmetricSpMM.apply(self._adj, e)
+                acc = acc + e
         acc = acc / (cfg.layers + 1)
         n_u = self.module.user.num_embeddings
         return acc[:n_u], acc[n_u:]
@@ -160,12 +189,14 @@ class LightGCN(
         While training (with gradients enabled) they are propagated afresh and differentiable, so
         a Strategy's loss on them reaches the model's parameters; otherwise the cached ones.
         """
+        users = self._ids(users)
         if self.module.training and torch.is_grad_enabled():
             return self.filter_user(self.propagate()[0][users])
         return self.filter_user(self._finals()[0][users])
 
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
         """Final (layer-mean) item embeddings; differentiable while training, as user_repr."""
+        items = self._ids(items)
         if self.module.training and torch.is_grad_enabled():
             return self.propagate()[1][items]
         return self._finals()[1][items]
@@ -173,13 +204,13 @@ class LightGCN(
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Differentiable scores of ``(users[r], items[r])`` pairs (propagates afresh)."""
         users_f, items_f = self.propagate()
-        return (self.filter_user(users_f[users]) * items_f[items]).sum(1)
+        return (self.filter_user(users_f[self._ids(users)]) * items_f[self._ids(items)]).sum(1)
 
     def score_block(self, users: np.ndarray) -> torch.Tensor:
         uf, itf = self._finals()
-        return self.filter_user(uf[torch.as_tensor(users, dtype=torch.long)]) @ itf.T
+        return self.filter_user(uf[self._ids(users)]) @ itf.T
 
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self.filter_user(self._finals()[0]).numpy().copy()
+            return self.filter_user(self._finals()[0]).cpu().numpy().copy()

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
@@ -86,7 +86,11 @@ class LLMRankerConfig(ModelConfig):
     )
     generate_k: int = Field(10, ge=1, description="list length asked for in generate mode")
     llm_cache_dir: str | None = Field(None, description="dequantized-weights cache root")
-    device: str = "auto"
+    device: str | None = Field(
+        None,
+        description="where the LLM runs: 'auto' (None: CUDA when available, or the "
+        "experiment's [run] device), 'cpu', 'cuda', 'cuda:N'",
+    )
     dtype: str = "float32"
     system_prompt: str | None = None
     instruction: str = _DEFAULT_INSTRUCTION
@@ -126,6 +130,13 @@ class LLMRankerConfig(ModelConfig):
     generate_instruction: str = _DEFAULT_GENERATE
     generate_max_new_tokens: int = Field(160, ge=1)
     match_cutoff: float = Field(0.85, gt=0, le=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        from debiasrec.training.device import check_device_setting
+
+        return None if v is None else check_device_setting(v)
 
     def model_post_init(self, __context: Any) -> None:
         if "{user}" not in self.instruction:
@@ -232,7 +243,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
     Config = LLMRankerConfig
 
     # ------------------------------------------------------------------ parts
-    def _make_lm(self) -> Any:
+    def _make_lm(self, device: Any = None) -> Any:
         from debiasrec.lm.llm import CausalLM
 
         cfg = self.config
@@ -248,7 +259,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         return CausalLM(
             cfg.llm,
             cache_dir=cfg.llm_cache_dir,
-            device=cfg.device,
+            device=cfg.device if device is None else str(device),
             dtype=cfg.dtype,
             system_prompt=cfg.system_prompt,
             max_prompt_tokens=cfg.max_prompt_tokens,
@@ -623,6 +634,21 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             unmatched=unmatched,
         )
 
+    # ------------------------------------------------------------------ device
+    _load_device: Any = None  # the device given to load() (None: each part's own setting)
+
+    @property
+    def device(self) -> Any:
+        """Where the language model runs (``device`` resolved; a ``torch.device``)."""
+        from debiasrec.training.device import resolve_device
+
+        return resolve_device(
+            self.config.device if self._load_device is None else self._load_device
+        )
+
+    def _set_load_device(self, device: Any) -> None:
+        self._load_device = device
+
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         from debiasrec.lm.llm import lora_state
@@ -644,6 +670,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             self.n_items_,
             self.train_csr_,
         )
+        retr._set_load_device(self._load_device)
         retr._load_state(
             {k[len("retriever.") :]: v for k, v in state.items() if k.startswith("retriever.")}
         )
@@ -652,7 +679,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         self.user_texts_ = _decode_strings(state["texts.users"], state["texts.user_offsets"])
         self.finetune_losses_ = state["finetune.losses"].tolist()
         self.finetune_seconds_ = 0.0
-        self.lm_ = self._make_lm()
+        self.lm_ = self._make_lm(self._load_device)
         self._prior = {}
         lora = {k[len("lora.") :]: v for k, v in state.items() if k.startswith("lora.")}
         if lora:

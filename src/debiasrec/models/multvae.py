@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
+from debiasrec.data.torch_csr import TorchCSR
 from debiasrec.models.base import MODELS
 from debiasrec.models.capabilities import (
     PairScorer,
@@ -35,12 +36,14 @@ from debiasrec.models.capabilities import (
     WeightedTraining,
 )
 from debiasrec.models.torch_base import TorchModelConfig, TorchRecommender
+from debiasrec.training.device import BatchRule
 from debiasrec.training.trainer import TrainerConfig
 
 
 def _vae_train_defaults() -> TrainerConfig:
-    # Chosen by validation NDCG@10 on ML-100K (benchmarks/RESULTS.md).
-    return TrainerConfig(epochs=400, lr=2e-3, batch_size=1024, patience=10, eval_every=2)
+    # Chosen by validation NDCG@10 on ML-100K (benchmarks/RESULTS.md). batch_size "auto": 1024
+    # users on the CPU, more on a GPU for large data (docs/gpu.md).
+    return TrainerConfig(epochs=400, lr=2e-3, batch_size="auto", patience=10, eval_every=2)
 
 
 class MultVAEConfig(TorchModelConfig):
@@ -74,7 +77,7 @@ class _VAE(torch.nn.Module):
         ``generator`` so that training is reproducible without touching global RNG state."""
         h = F.normalize(x, dim=1)
         if self.training and self.dropout > 0:
-            keep = torch.rand(h.shape, generator=generator) >= self.dropout
+            keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
             h = h * keep / (1.0 - self.dropout)
         h = torch.tanh(self.enc(h))
         out = self.enc_out(h)
@@ -93,6 +96,10 @@ class MultVAE(
     name = "multvae"
     Config = MultVAEConfig
     module: _VAE
+    batch_rule = BatchRule(cpu=1024, gpu=8192, min_steps=64)
+    _dev_rows: TorchCSR | None = None  # the training rows on a GPU (None on the CPU)
+    _dev_wrows: TorchCSR | None = None  # pair weights by row on a GPU (weighted data)
+    _dev_user_w: torch.Tensor | None = None  # _user_w on a GPU (weighted data)
     _noise_gen: torch.Generator | None = None  # drives dropout and the reparameterisation noise
     _wrows: sp.csr_matrix | None = None  # pair weights by row (weighted training data only)
     _user_w: np.ndarray | None = None  # mean pair weight of each user (weighted data only)
@@ -102,7 +109,8 @@ class MultVAE(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.module = _VAE(train.n_items, cfg.hidden, cfg.latent, cfg.dropout)
-        self._noise_gen = gen
+        # On a GPU the noise is drawn there, from a generator seeded by one draw of ``gen``.
+        self._noise_gen = self._device_generator(gen)
         self._rows: sp.csr_matrix = train.csr()
         self._wrows = None
         self._user_w = None
@@ -116,6 +124,19 @@ class MultVAE(
             sums = np.bincount(rows, weights=pw, minlength=len(cnt))
             self._user_w = (sums / np.maximum(cnt, 1)).astype(np.float32)
         self._step = 0
+        self._place_rows()
+
+    def train_rows(self, train: Dataset) -> int:
+        """Users with interactions (one training row per user)."""
+        return int((np.diff(train.csr().indptr) > 0).sum())
+
+    def _place_rows(self) -> None:
+        """Keep the interaction rows on the GPU when the model is there."""
+        on_gpu = self.device.type != "cpu"
+        self._dev_rows = TorchCSR(self._rows, self.device) if on_gpu else None
+        weighted = on_gpu and self._wrows is not None and self._user_w is not None
+        self._dev_wrows = TorchCSR(self._wrows, self.device) if weighted else None
+        self._dev_user_w = torch.from_numpy(self._user_w).to(self.device) if weighted else None
 
     def _build_empty(self) -> None:
         cfg = self.config
@@ -125,6 +146,8 @@ class MultVAE(
 
     def _after_load(self) -> None:
         self._rows = self.train_csr_
+        self._wrows = None
+        self._place_rows()
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The KL-annealing step and the dropout/noise generator (for exact resumption)."""
@@ -138,7 +161,12 @@ class MultVAE(
         if "noise_gen" in state and self._noise_gen is not None:
             self._noise_gen.set_state(state["noise_gen"])
 
-    def _dense_rows(self, users: np.ndarray) -> torch.Tensor:
+    def _dense_rows(self, users: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Interaction rows of ``users`` as a dense block on the model's device."""
+        if self._dev_rows is not None:
+            return self._dev_rows.dense(self._ids(users))
+        if isinstance(users, torch.Tensor):
+            users = users.cpu().numpy()
         return torch.from_numpy(self._rows[users].toarray())
 
     def batches(
@@ -146,27 +174,37 @@ class MultVAE(
     ) -> Iterator[dict[str, torch.Tensor]]:
         active = np.flatnonzero(np.diff(self._rows.indptr) > 0)
         perm = rng.permutation(active)
+        if self._dev_rows is not None:  # one copy per epoch; batches are sliced on the device
+            perm_t = torch.from_numpy(perm).to(self.device)
+            for start in range(0, len(perm), batch_size):
+                yield {"users": perm_t[start : start + batch_size]}
+            return
         for start in range(0, len(perm), batch_size):
             yield {"users": torch.from_numpy(perm[start : start + batch_size])}
 
     def user_repr(self, users: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior mean ``mu`` (dropout only in training mode), through the user filter if any."""
         if x is None:
-            x = self._dense_rows(users.numpy())
+            x = self._dense_rows(users)
         return self.filter_user(self.module.encode(x, self._noise_gen)[0])
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
-        x = self._dense_rows(batch["users"].numpy())
+        x = self._dense_rows(batch["users"])
         mu, logvar = self.module.encode(x, self._noise_gen)
         std = torch.exp(0.5 * logvar)
-        eps = torch.randn(std.shape, generator=self._noise_gen)
+        eps = torch.randn(std.shape, generator=self._noise_gen, device=std.device)
         # An installed user filter sits between the sampled code and the decoder.
         logits = self.module.decode(self.filter_user(mu + eps * std))
         kl_u = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
         if self._wrows is None or self._user_w is None:
             nll = -(F.log_softmax(logits, dim=1) * x).sum(1).mean()
             kl = kl_u.mean()
+        elif self._dev_wrows is not None:
+            xw = self._dev_wrows.dense(batch["users"])
+            nll = -(F.log_softmax(logits, dim=1) * xw).sum(1).mean()
+            assert self._dev_user_w is not None
+            kl = (self._dev_user_w[batch["users"]] * kl_u).mean()
         else:
             users = batch["users"].numpy()
             xw = torch.from_numpy(self._wrows[users].toarray())
@@ -183,11 +221,11 @@ class MultVAE(
 
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Differentiable decoder logits of ``(users[r], items[r])`` pairs (at ``z = mu``)."""
-        uniq, inv = torch.unique(users, return_inverse=True)
+        uniq, inv = torch.unique(self._ids(users), return_inverse=True)
         logits = self.module.decode(self.user_repr(uniq))
-        return logits[inv, items]
+        return logits[inv, self._ids(items)]
 
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self.user_repr(torch.arange(self.n_users_)).numpy().copy()
+            return self.user_repr(torch.arange(self.n_users_)).cpu().numpy().copy()

@@ -237,8 +237,9 @@ class TextTwoTower(
                     return_tensors="pt")  # fmt: skip
         with torch.inference_mode():
             out = mod(**batch, output_hidden_states=True)
-        self._ll_hidden = out.hidden_states[-2].clone()
-        self._ll_mask = batch["attention_mask"].clone()
+        # The encoder runs once, on the CPU; its cached hidden states train on the model's device.
+        self._ll_hidden = out.hidden_states[-2].clone().to(self.device)
+        self._ll_mask = batch["attention_mask"].clone().to(self.device)
         layer = copy.deepcopy(layers[-1])
         layer.requires_grad_(True)
         self.module.last_layer = layer
@@ -311,11 +312,11 @@ class TextTwoTower(
         idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
         w = torch.sparse_coo_tensor(
             idx, torch.from_numpy(coo.data), rows.shape, check_invariants=False
-        )
+        ).to(self.device)  # drawn and built on the host (the CPU draws on every device)
         h = self.module.hist_adapter(self._item_text())
         if self.module.hist_id is not None:
             h = h + self.module.hist_id.weight
-        return torch.sparse.mm(w, h)
+        return torch.sparse.mm(w, h.float())  # fp32 (h is bf16 under precision="bf16")
 
     def _user_from(
         self, users: np.ndarray, text_emb: torch.Tensor | None, hist_users: np.ndarray | None = None
@@ -324,13 +325,14 @@ class TextTwoTower(
         parts = []
         if cfg.user_text:
             idx = torch.from_numpy(users)
-            t = self.module.user_text[idx] if text_emb is None else text_emb
+            t = self.module.user_text[self._ids(idx)] if text_emb is None else text_emb
+            t = t.to(self.device)
             cf = getattr(self, "_cf_text", None)
             if text_emb is None and cf is not None and self.module.training:
                 # Counterfactual augmentation: each user reads its own text or one version.
                 pick = torch.randint(0, cf.shape[0] + 1, (len(users),), generator=self._gen)
-                alt = cf[(pick - 1).clamp(min=0), idx]
-                t = torch.where((pick > 0)[:, None], alt, t)
+                alt = cf[(pick - 1).clamp(min=0), idx].to(self.device)
+                t = torch.where((pick > 0)[:, None].to(self.device), alt, t)
             parts.append(self.module.user_adapter(t))
         if cfg.history:
             hu = users if hist_users is None else hist_users
@@ -339,7 +341,7 @@ class TextTwoTower(
 
     def user_repr(self, users: torch.Tensor) -> torch.Tensor:
         """User-tower output (what adversaries and probes see)."""
-        return self._user_from(users.numpy().astype(np.int64), None)
+        return self._user_from(users.cpu().numpy().astype(np.int64), None)
 
     # ------------------------------------------------------------------ training
     def batches(
@@ -361,21 +363,21 @@ class TextTwoTower(
         cfg = self.config
         if cfg.loss == "bpr":
             uniq, inv = torch.unique(batch["users"], return_inverse=True)
-            p = self.user_repr(uniq)[inv]
+            p = self.user_repr(uniq)[self._ids(inv)]
             q, b = self.all_item_repr(), self.item_bias()
-            pi, ni = batch["pos"], batch["neg"]
+            pi, ni = self._ids(batch["pos"]), self._ids(batch["neg"])
             x = (p * (q[pi] - q[ni])).sum(1) + b[pi] - b[ni]
             return {"bpr": F.softplus(-x).mean()}
         users = batch["users"]
         p = self.user_repr(users)
         q, b = self.all_item_repr(), self.item_bias()
-        x = torch.from_numpy(self._rows[users.numpy()].toarray())
+        x = torch.from_numpy(self._rows[users.cpu().numpy()].toarray()).to(self.device)
         if "neg" in batch:  # sampled softmax over the positives and shared uniform negatives
-            rows = self._rows[users.numpy()].tocoo()
-            pos_items = torch.from_numpy(rows.col.astype(np.int64))
-            pos_rows = torch.from_numpy(rows.row.astype(np.int64))
+            rows = self._rows[users.cpu().numpy()].tocoo()
+            pos_items = self._ids(rows.col.astype(np.int64))
+            pos_rows = self._ids(rows.row.astype(np.int64))
             pos_logit = (p[pos_rows] * q[pos_items]).sum(1) + b[pos_items]
-            neg = batch["neg"]
+            neg = self._ids(batch["neg"])
             neg_logit = p @ q[neg].T + b[neg] + float(np.log(self.n_items_ / len(neg)))
             lse = torch.logsumexp(torch.cat([pos_logit[:, None], neg_logit[pos_rows]], 1), 1)
             return {"softmax": (lse - pos_logit).mean()}
@@ -387,7 +389,8 @@ class TextTwoTower(
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Differentiable scores of ``(users[r], items[r])`` pairs."""
         uniq, inv = torch.unique(users, return_inverse=True)
-        p = self.user_repr(uniq)[inv]
+        p = self.user_repr(uniq)[self._ids(inv)]
+        items = self._ids(items)
         return (p * self.all_item_repr()[items]).sum(1) + self.item_bias()[items]
 
     # ------------------------------------------------------------------ inference
@@ -426,7 +429,7 @@ class TextTwoTower(
             emb = torch.from_numpy(self._encoder().encode(list(texts)))
         hist = None if history_users is None else self._check_users(np.asarray(history_users))
         with torch.no_grad():
-            return self._logits(self._user_from(users, emb, hist)).numpy().astype(np.float32)
+            return self._logits(self._user_from(users, emb, hist)).cpu().numpy().astype(np.float32)
 
     def user_texts(self, train: Dataset, users: Sequence[int] | np.ndarray) -> list[str]:
         """The user texts this model reads (as rendered from ``train``)."""
@@ -435,17 +438,17 @@ class TextTwoTower(
     def user_embeddings(self) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self.user_repr(torch.arange(self.n_users_)).numpy().copy()
+            return self.user_repr(torch.arange(self.n_users_)).cpu().numpy().copy()
 
     def item_embeddings(self) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self.all_item_repr().numpy().copy()
+            return self.all_item_repr().cpu().numpy().copy()
 
     def item_text_embeddings(self) -> np.ndarray:
         """The (frozen or tuned) encoder embeddings of the item texts ``[n_items, d_enc]``."""
         self._check_fitted()
-        return self.module.item_text.numpy().copy()
+        return self.module.item_text.cpu().numpy().copy()
 
 
 def _encoder_layers(mod: Any) -> Any:

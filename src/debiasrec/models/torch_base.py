@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -13,7 +13,14 @@ from debiasrec.data.dataset import Dataset
 from debiasrec.errors import DataError
 from debiasrec.models.base import ModelConfig, Recommender
 from debiasrec.models.capabilities import TrainedByTrainer
-from debiasrec.random import np_rng, torch_generator
+from debiasrec.random import derive_seed, np_rng, torch_generator
+from debiasrec.training.device import (
+    BatchRule,
+    generator_for,
+    module_device,
+    precision_context,
+    resolve_device,
+)
 from debiasrec.training.trainer import Strategy, Trainer, TrainerConfig, TrainHistory
 
 
@@ -42,12 +49,21 @@ class TorchRecommender(Recommender[TC], TrainedByTrainer, Generic[TC]):
     Subclasses implement ``_build(train, gen)`` (create ``self.module``), ``batches``,
     ``loss_terms`` and ``score_block``, and pass their user representation through
     :meth:`filter_user` (a no-op unless a user filter is installed with :meth:`set_user_filter`).
+
+    Device (``config.train.device``, :mod:`debiasrec.training.device`): it is resolved once per
+    ``fit`` (and per ``load``) into ``self.device_`` *before* ``_build``. ``_build`` draws the
+    initial weights on the CPU, as it always did (so the initial weights are the same on every
+    device), and may put its own training data on ``self.device_``; the module is then moved to
+    the device. ``score_block`` returns tensors on the device; :meth:`score` copies to the host.
     """
 
     #: Name of the optional user-representation filter submodule inside ``self.module``.
     FILTER_ATTR = "user_filter"
+    #: How ``train.batch_size = "auto"`` resolves (None: 2048 on every device).
+    batch_rule: ClassVar[BatchRule | None] = None
 
     module: torch.nn.Module
+    device_: torch.device
 
     def __init__(self, config: Any = None, *, strategies: Sequence[Strategy] = (), **kw: Any):
         super().__init__(config, **kw)
@@ -57,10 +73,35 @@ class TorchRecommender(Recommender[TC], TrainedByTrainer, Generic[TC]):
         self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
     ) -> None:
         gen = np_rng(rng)
+        self.device_ = resolve_device(self.config.train.device)
         self._build(train, torch_generator(gen))
+        self.module.to(self.device_)
         trainer = Trainer(self.config.train, self.strategies)
         self.history_: TrainHistory = trainer.fit(self, train, valid, rng=gen)
         self._after_fit(train)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes (resolved from ``train.device`` at fit or load)."""
+        return getattr(self, "device_", torch.device("cpu"))
+
+    def _set_load_device(self, device: str | torch.device | None) -> None:
+        self.device_ = resolve_device(self.config.train.device if device is None else device)
+
+    def train_rows(self, train: Dataset) -> int:
+        """Training rows per epoch (what ``batch_size = "auto"`` divides into steps)."""
+        return int(train.n_interactions)
+
+    def _device_generator(self, gen: torch.Generator) -> torch.Generator:
+        """``gen`` on the CPU; on a GPU a generator there, seeded from one draw of ``gen``."""
+        if self.device.type == "cpu":
+            return gen
+        return generator_for(self.device, int(torch.randint(0, 2**62, (1,), generator=gen)))
+
+    def _ids(self, ids: Any) -> torch.Tensor:
+        """Integer codes (array, list or tensor) as a long tensor on the model's device."""
+        t = torch.as_tensor(ids, dtype=torch.long)
+        return t if t.device == self.device else t.to(self.device)
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         raise NotImplementedError
@@ -90,12 +131,15 @@ class TorchRecommender(Recommender[TC], TrainedByTrainer, Generic[TC]):
         raise NotImplementedError
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.score_block(users).numpy()
+        return self._score_tensor(users).cpu().numpy()
 
     def _score_tensor(self, users: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return self.score_block(users)
+        """Scores on the model's device (in ``train.precision``; returned as float32)."""
+        with (
+            torch.no_grad(),
+            precision_context(self.device, self.config.train.precision_or_default),
+        ):
+            return self.score_block(users).float()
 
     # ------------------------------------------------------------------ user filter hook
     def set_user_filter(self, filt: torch.nn.Module | None) -> None:
@@ -108,7 +152,7 @@ class TorchRecommender(Recommender[TC], TrainedByTrainer, Generic[TC]):
             if hasattr(self.module, self.FILTER_ATTR):
                 delattr(self.module, self.FILTER_ATTR)
             return
-        self.module.add_module(self.FILTER_ATTR, filt)
+        self.module.add_module(self.FILTER_ATTR, filt.to(module_device(self.module)))
 
     @property
     def user_filter(self) -> torch.nn.Module | None:
@@ -133,6 +177,7 @@ class TorchRecommender(Recommender[TC], TrainedByTrainer, Generic[TC]):
             tensors = {k: torch.from_numpy(v) for k, v in state.items()}
             self.set_user_filter(CompositionalFilter.from_state_dict(tensors, prefix))
         self.module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
+        self.module.to(self.device)
         self.module.eval()
         self._after_load()
 
@@ -188,8 +233,22 @@ def bpr_negatives(
         if len(todo) == 0:
             return neg
         neg[todo] = rng.integers(0, n_items, size=len(todo))
-    # Rows still rejected after 100 rounds belong to users with (almost) every item as a
-    # positive; redraw them from the exact complement of their positives.
+    _complement_draws(u64, todo, neg, n_items, pos_keys, rng)
+    return neg
+
+
+def _complement_draws(
+    u64: np.ndarray,
+    todo: np.ndarray,
+    neg: np.ndarray,
+    n_items: int,
+    pos_keys: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
+    """Redraw ``neg[todo]`` from the exact complement of each row's user's positives (in place).
+
+    Rows still rejected after 100 rounds belong to users with (almost) every item as a positive.
+    """
     for u in np.unique(u64[todo]):
         lo, hi = np.searchsorted(pos_keys, [u * n_items, (u + 1) * n_items])
         free = np.setdiff1d(np.arange(n_items), pos_keys[lo:hi] - u * n_items)
@@ -200,6 +259,40 @@ def bpr_negatives(
             )
         rows = todo[u64[todo] == u]
         neg[rows] = free[rng.integers(0, len(free), size=len(rows))]
+
+
+def bpr_negatives_torch(
+    users: torch.Tensor,
+    n_items: int,
+    pos_keys: torch.Tensor,
+    gen: torch.Generator,
+    host_keys: np.ndarray,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """:func:`bpr_negatives` drawn on ``users``' device from ``gen`` (a generator there).
+
+    The same rule (uniform, positives rejected and redrawn, the rare rows rejected 100 times
+    drawn from their exact complement on the host with ``rng``), with the draws of a torch
+    generator: equal in distribution to the CPU draws, not the same numbers.
+    """
+    dev = users.device
+    n = users.numel()
+    neg = torch.randint(0, n_items, (n,), generator=gen, device=dev)
+    if len(host_keys) == 0 or n == 0:
+        return neg
+    todo = torch.arange(n, device=dev)
+    last = pos_keys.numel() - 1
+    for _ in range(100):
+        keys = users[todo] * n_items + neg[todo]
+        pos = torch.searchsorted(pos_keys, keys).clamp_(max=last)
+        todo = todo[pos_keys[pos] == keys]
+        if todo.numel() == 0:
+            return neg
+        neg[todo] = torch.randint(0, n_items, (todo.numel(),), generator=gen, device=dev)
+    host_neg = neg.cpu().numpy()
+    rows = todo.cpu().numpy()
+    _complement_draws(users.cpu().numpy(), rows, host_neg, n_items, host_keys, rng)
+    neg[todo] = torch.from_numpy(host_neg[rows]).to(dev)
     return neg
 
 
@@ -211,14 +304,38 @@ class PairSampler:
     from ``rng``, so models sharing the sampler draw the same epochs from the same seed.
     ``weights`` (one per pair, e.g. ``Dataset.pair_weights()``) are shuffled with the pairs and
     yielded as ``batch["weight"]``.
+
+    ``device``: on the CPU (default) the epoch is drawn with NumPy exactly as above. On a GPU the
+    pairs live there once, and each epoch is drawn there (shuffle and negatives from a torch
+    generator seeded by one draw of ``rng``; :func:`bpr_negatives_torch`) and sliced into
+    batches there: no host work and no host-to-device copy per batch. The GPU draws differ from
+    the CPU ones (equal in distribution); the same seed gives the same epochs on the same GPU.
+    ``torch_draws=True`` uses that path on the CPU too (to test it without a GPU).
     """
 
-    def __init__(self, csr: Any, n_items: int, weights: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        csr: Any,
+        n_items: int,
+        weights: np.ndarray | None = None,
+        device: torch.device | str | None = None,
+        *,
+        torch_draws: bool | None = None,
+    ) -> None:
         self.users = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)).astype(np.int64)
         self.items = csr.indices.astype(np.int64)
         self.keys = self.users * n_items + self.items  # sorted (CSR order)
         self.n_items = n_items
         self.weights = weights
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self._on_device: dict[str, torch.Tensor] = {}
+        if torch_draws is None:
+            torch_draws = self.device.type != "cpu"
+        if torch_draws:
+            arrays = {"users": self.users, "pos": self.items, "keys": self.keys}
+            if weights is not None:
+                arrays["weight"] = np.asarray(weights, dtype=np.float32)
+            self._on_device = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
 
     def __len__(self) -> int:
         return len(self.users)
@@ -227,6 +344,9 @@ class PairSampler:
         self, batch_size: int, rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
         """``{"users", "pos", "neg"[, "weight"]}`` batches covering every pair once."""
+        if self._on_device:
+            yield from self._device_batches(batch_size, rng)
+            return
         n = len(self.users)
         perm = rng.permutation(n)
         users = self.users[perm]
@@ -238,4 +358,22 @@ class PairSampler:
             batch = {"users": u_t[sl], "pos": p_t[sl], "neg": n_t[sl]}
             if w_t is not None:
                 batch["weight"] = w_t[sl]
+            yield batch
+
+    def _device_batches(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        d = self._on_device
+        gen = generator_for(self.device, derive_seed(rng))
+        n = len(self.users)
+        perm = torch.randperm(n, generator=gen, device=self.device)
+        users = d["users"][perm]
+        neg = bpr_negatives_torch(users, self.n_items, d["keys"], gen, self.keys, rng)
+        pos = d["pos"][perm]
+        w = d["weight"][perm] if "weight" in d else None
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            batch = {"users": users[sl], "pos": pos[sl], "neg": neg[sl]}
+            if w is not None:
+                batch["weight"] = w[sl]
             yield batch

@@ -62,16 +62,35 @@ def _env_world() -> int:
         return 1
 
 
-def setup(mode: str = "auto", backend: str = "auto") -> DistContext:
+def backend_for(device: torch.device | str | None, backend: str = "auto") -> str:
+    """The process-group backend for training on ``device``: ``nccl`` for a CUDA device, else
+    ``gloo`` (``backend`` other than ``"auto"`` is returned as given).
+
+    The backend follows where the reduced tensors live, not whether CUDA exists: CPU tensors
+    with ``nccl`` fail (``ncclInvalidUsage``), as they did when the backend was chosen by
+    ``torch.cuda.is_available()``.
+    """
+    if backend != "auto":
+        return backend
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    return "nccl" if dev.type == "cuda" else "gloo"
+
+
+def setup(
+    mode: str = "auto", backend: str = "auto", device: torch.device | str | None = None
+) -> DistContext:
     """Join (or, under ``torchrun``, create) the default process group as ``mode`` says.
 
     ``mode``: ``"off"`` (single process), ``"on"`` (must be distributed) or ``"auto"`` (distributed
     when a group is initialised or ``WORLD_SIZE > 1``). ``backend`` ``"auto"`` picks ``nccl`` when
-    CUDA is available, else ``gloo``. The group is created from the ``torchrun`` environment
-    (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``).
+    ``device`` (where this rank trains; default the CPU) is a CUDA device, else ``gloo``
+    (:func:`backend_for`); with ``nccl`` the rank's GPU becomes the current CUDA device. The
+    group is created from the ``torchrun`` environment (``MASTER_ADDR``, ``MASTER_PORT``,
+    ``RANK``, ``WORLD_SIZE``).
 
     Raises:
-        ConfigError: ``mode="on"`` without a process group or ``torchrun`` environment.
+        ConfigError: ``mode="on"`` without a process group or ``torchrun`` environment; ``nccl``
+            for CPU training.
     """
     if mode == "off":
         return DistContext()
@@ -89,8 +108,15 @@ def setup(mode: str = "auto", backend: str = "auto") -> DistContext:
         return DistContext()
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    backend = backend_for(dev, backend)
+    if backend == "nccl":
+        if dev.type != "cuda":
+            raise ConfigError(
+                "train.backend='nccl' but the model trains on the CPU; nccl reduces GPU tensors "
+                "only: use backend='gloo' (or 'auto'), or device='cuda'"
+            )
+        torch.cuda.set_device(dev)
     dist.init_process_group(backend=backend)
     return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), owns_group=True)
 
@@ -223,24 +249,25 @@ def _reduce_sparse(p: torch.nn.Parameter, world: int) -> None:
     """
     import torch.distributed as dist
 
+    dev = p.device  # nccl exchanges GPU tensors only: everything sent lives with the parameter
     if p.grad is None:
         g = torch.sparse_coo_tensor(
-            torch.zeros((1, 0), dtype=torch.long),
-            torch.zeros((0, *p.shape[1:]), dtype=p.dtype),
+            torch.zeros((1, 0), dtype=torch.long, device=dev),
+            torch.zeros((0, *p.shape[1:]), dtype=p.dtype, device=dev),
             p.shape,
             check_invariants=False,
         )
     else:  # a dense gradient here while other ranks' are sparse: send its nonzero rows
         g = (p.grad if p.grad.is_sparse else p.grad.to_sparse(1)).coalesce()
     idx, val = g.indices()[0].contiguous(), g.values().contiguous()
-    n = torch.tensor([idx.numel()], dtype=torch.long)
+    n = torch.tensor([idx.numel()], dtype=torch.long, device=dev)
     sizes = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(sizes, n)
     counts = [int(c) for c in sizes]
     m = max(counts)
-    pad_idx = torch.zeros(m, dtype=idx.dtype)
+    pad_idx = torch.zeros(m, dtype=idx.dtype, device=dev)
     pad_idx[: idx.numel()] = idx
-    pad_val = torch.zeros((m, *val.shape[1:]), dtype=val.dtype)
+    pad_val = torch.zeros((m, *val.shape[1:]), dtype=val.dtype, device=dev)
     pad_val[: val.shape[0]] = val
     all_idx = [torch.empty_like(pad_idx) for _ in range(world)]
     all_val = [torch.empty_like(pad_val) for _ in range(world)]

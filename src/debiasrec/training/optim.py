@@ -167,7 +167,9 @@ class LazyAdam(torch.optim.Optimizer):
         buf = bufs.get(name)
         if buf is None or buf.shape[0] < k:
             buf = torch.empty(
-                (max(k, 2 * (0 if buf is None else buf.shape[0])), width), dtype=p.dtype
+                (max(k, 2 * (0 if buf is None else buf.shape[0])), width),
+                dtype=p.dtype,
+                device=p.device,
             )
             bufs[name] = buf
         return buf[:k]

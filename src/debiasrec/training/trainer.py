@@ -35,11 +35,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, cast
+from typing import Annotated, Any, ClassVar, Literal, Protocol, cast
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError
@@ -47,6 +47,13 @@ from debiasrec.metrics.topk import full_ranking_topk
 from debiasrec.random import np_rng
 from debiasrec.training import checkpoint as ckpt
 from debiasrec.training import distributed as dist_
+from debiasrec.training.device import (
+    BatchRule,
+    auto_batch,
+    check_device_setting,
+    model_device,
+    precision_context,
+)
 
 _TORCH_VERSION = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
 
@@ -67,7 +74,11 @@ class TrainerConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr_decay: float = Field(1.0, gt=0, le=1, description="multiply lr by this after every epoch")
-    batch_size: int = Field(2048, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        2048,
+        description="rows per step; 'auto': the model's CPU batch size on the CPU, larger on a "
+        "GPU with the learning rate scaled (see debiasrec.training.device.auto_batch)",
+    )
     patience: int = Field(10, ge=0, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
     metric: str = "ndcg@10"
@@ -85,7 +96,19 @@ class TrainerConfig(BaseModel):
         "(WORLD_SIZE > 1) or a process group is initialised; see docs/distributed.md",
     )
     backend: Literal["auto", "gloo", "nccl"] = Field(
-        "auto", description="process-group backend when the trainer creates it (auto: nccl on GPU)"
+        "auto",
+        description="process-group backend when the trainer creates it (auto: nccl when the "
+        "device is a GPU, gloo on the CPU)",
+    )
+    device: str | None = Field(
+        None,
+        description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'; None: 'auto', or "
+        "the experiment's [run] device (see docs/gpu.md)",
+    )
+    precision: Literal["fp32", "tf32", "bf16"] | None = Field(
+        None,
+        description="'fp32' (None: fp32, or the experiment's [run] precision), 'tf32' (TF32 "
+        "matmuls on CUDA) or 'bf16' (bfloat16 autocast) for training and scoring",
     )
     checkpoint_dir: str | None = Field(
         None, description="folder for the training checkpoint (rank 0 writes it)"
@@ -100,6 +123,16 @@ class TrainerConfig(BaseModel):
         description="row-sparse updates of the model's embedding tables (LazyAdam): 'auto' when "
         f"the tables hold >= {ROW_SPARSE_AUTO_ROWS} rows; see debiasrec.training.optim",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else check_device_setting(v)
+
+    @property
+    def precision_or_default(self) -> str:
+        """The precision to use (``fp32`` when unset)."""
+        return self.precision or "fp32"
 
 
 def selection_key(
@@ -137,7 +170,13 @@ def selection_key(
 
 
 class Trainable(Protocol):
-    """What the Trainer needs from a model."""
+    """What the Trainer needs from a model.
+
+    The Trainer trains on the device of ``module`` (a :class:`TorchRecommender` places it by
+    ``train.device``); batches must hold tensors on that device. Optional: ``batch_rule`` (a
+    :class:`~debiasrec.training.device.BatchRule` for ``batch_size = "auto"``) and
+    ``train_rows(train) -> int`` (rows per epoch, default ``train.n_interactions``).
+    """
 
     module: torch.nn.Module
 
@@ -235,6 +274,10 @@ class TrainHistory:
     seconds: float = 0.0
     selection: str = "last"
     row_sparse: bool = False  # embedding tables were trained with row-sparse updates
+    device: str = "cpu"  # where training ran
+    batch_size: int = 0  # rows per step actually used (batch_size = "auto" resolved)
+    lr: float = float("nan")  # the learning rate actually used
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -245,13 +288,20 @@ class TrainHistory:
             "seconds": self.seconds,
             "selection": self.selection,
             "row_sparse": self.row_sparse,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "precision": self.precision,
         }
 
 
 def _optimizer(
-    cfg: TrainerConfig, groups: list[dict[str, Any]], row_sparse: bool = False
+    cfg: TrainerConfig,
+    groups: list[dict[str, Any]],
+    row_sparse: bool = False,
+    lr: float | None = None,
 ) -> torch.optim.Optimizer:
-    kw: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    kw: dict[str, Any] = {"lr": cfg.lr if lr is None else lr, "weight_decay": cfg.weight_decay}
     if row_sparse and cfg.optimizer in ("adam", "adamw"):
         from debiasrec.training.optim import LazyAdam
 
@@ -268,13 +318,32 @@ def _optimizer(
     return torch.optim.SGD(groups, **kw)
 
 
+def resolve_batch(
+    cfg: TrainerConfig, model: Any, train: Dataset, device: torch.device
+) -> tuple[int, float]:
+    """``(batch_size, lr)`` the Trainer uses: ``cfg``'s, or ``"auto"`` resolved by the model's
+    ``batch_rule`` on ``device`` (:func:`debiasrec.training.device.auto_batch`; without a rule
+    2048 and ``cfg.lr`` on every device)."""
+    if cfg.batch_size != "auto":
+        return int(cfg.batch_size), cfg.lr
+    rule = getattr(model, "batch_rule", None)
+    if not isinstance(rule, BatchRule):
+        return 2048, cfg.lr
+    rows_fn = getattr(model, "train_rows", None)
+    rows = int(rows_fn(train)) if callable(rows_fn) else int(train.n_interactions)
+    return auto_batch(rule, cfg.lr, device, rows)
+
+
 def validation_score(
     score_fn: Callable[[np.ndarray], Any],
     train: Dataset,
     valid: Dataset,
     metric: str = "ndcg@10",
 ) -> float:
-    """Mean of a ranking metric on ``valid`` users (full ranking, training items masked)."""
+    """Mean of a ranking metric on ``valid`` users (full ranking, training items masked).
+
+    ``score_fn`` may return tensors on any device; masking and top-k run there.
+    """
     from debiasrec.metrics.ranking import ranking_metrics
 
     name, _, k_str = metric.partition("@")
@@ -295,8 +364,9 @@ def row_sparse_tables(model: Any, cfg: TrainerConfig) -> list[torch.nn.Embedding
 
     A model opts in by returning its lookup tables from ``sparse_tables()`` (tables used only
     through ``nn.Embedding`` lookups during training; BPR's user and item tables). With
-    ``row_sparse="auto"`` they are used when they hold at least :data:`ROW_SPARSE_AUTO_ROWS` rows
-    in total; ``"on"`` always, ``"off"`` never.
+    ``row_sparse="auto"`` they are used on the CPU when they hold at least
+    :data:`ROW_SPARSE_AUTO_ROWS` rows in total (never on a GPU, where the fused dense step reads
+    whole tables at memory bandwidth); ``"on"`` always, ``"off"`` never.
 
     A strategy that replaces the backward pass (PCGrad) projects these gradients as dense
     vectors; the optimizer then updates the whole table for that step, as a dense one would.
@@ -316,6 +386,8 @@ def row_sparse_tables(model: Any, cfg: TrainerConfig) -> list[torch.nn.Embedding
     rows = sum(int(t.num_embeddings) for t in tables)
     if cfg.row_sparse == "auto" and rows < ROW_SPARSE_AUTO_ROWS:
         return []
+    if cfg.row_sparse == "auto" and any(t.weight.device.type != "cpu" for t in tables):
+        return []  # on a GPU the fused dense Adam step is cheap at any table size
     return tables
 
 
@@ -340,7 +412,8 @@ class Trainer:
         Under ``torchrun`` every rank calls ``fit`` with the same seed and data; ``log`` and the
         progress bar run on rank 0 only.
         """
-        ctx = dist_.setup(self.config.distributed, self.config.backend)
+        device = model_device(model)
+        ctx = dist_.setup(self.config.distributed, self.config.backend, device)
         tables = row_sparse_tables(model, self.config)
         for emb in tables:
             emb.sparse = True
@@ -366,15 +439,21 @@ class Trainer:
     ) -> TrainHistory:
         cfg = self.config
         gen = np_rng(rng)
+        device = model_device(model)
         for s in self.strategies:
             s.setup(model, train, gen)
+            for m in s.modules():  # strategies build on the model's device; make sure
+                m.to(device)
+        batch_size, lr = resolve_batch(cfg, model, train, device)
+        precision = cfg.precision_or_default
+        on_host = device.type == "cpu"
         if ctx.active:
             # Every rank must build the same epochs (shuffle, negatives): use rank 0's stream.
             gen.bit_generator.state = dist_.broadcast_object(gen.bit_generator.state, ctx)
         groups = list(model.param_groups())
         for s in self.strategies:
             groups.extend(s.param_groups())
-        opt = _optimizer(cfg, groups, row_sparse)
+        opt = _optimizer(cfg, groups, row_sparse, lr)
         sched = (
             torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
             if cfg.lr_decay < 1.0
@@ -391,6 +470,12 @@ class Trainer:
         )
         hist = st.hist
         hist.row_sparse = row_sparse
+        hist.device, hist.batch_size, hist.lr, hist.precision = (
+            str(device),
+            batch_size,
+            lr,
+            precision,
+        )
         t0 = time.perf_counter() - st.elapsed
         use_valid = valid is not None and valid.n_interactions > 0
         bar = None
@@ -400,24 +485,25 @@ class Trainer:
             bar = tqdm(total=cfg.epochs, initial=st.next_epoch, desc="train", leave=False)
         for epoch in range(st.next_epoch, cfg.epochs if not st.done else st.next_epoch):
             model.module.train()
-            sums: dict[str, float] = {}
+            sums: dict[str, Any] = {}  # floats on the CPU; float64 device tensors on a GPU
             n_batches = 0
-            for global_batch in model.batches(train, cfg.batch_size, gen):
+            for global_batch in model.batches(train, batch_size, gen):
                 if ctx.active and dist_.batch_size_of(global_batch) < ctx.world:
                     continue  # too small to give every rank a row; all ranks skip it alike
                 batch, weight = dist_.shard_batch(global_batch, ctx)
                 for s in self.strategies:
                     s.before_step(model, batch, epoch)
-                terms = dict(model.loss_terms(batch))
-                for s in self.strategies:
-                    extra = s.loss_terms(model, batch, epoch)
-                    clash = sorted(set(extra) & set(terms))
-                    if clash:  # update() would silently drop the earlier term
-                        raise ConfigError(
-                            f"strategy {s.name!r} returns loss term(s) {clash} that another "
-                            "part of the model already returns; give its terms unique names"
-                        )
-                    terms.update(extra)
+                with precision_context(device, precision):
+                    terms = dict(model.loss_terms(batch))
+                    for s in self.strategies:
+                        extra = s.loss_terms(model, batch, epoch)
+                        clash = sorted(set(extra) & set(terms))
+                        if clash:  # update() would silently drop the earlier term
+                            raise ConfigError(
+                                f"strategy {s.name!r} returns loss term(s) {clash} that another "
+                                "part of the model already returns; give its terms unique names"
+                            )
+                        terms.update(extra)
                 st.produced.update(terms)
                 weighted = {k: cfg.loss_weights.get(k, 1.0) * v for k, v in terms.items()}
                 for s in self.strategies:
@@ -433,9 +519,15 @@ class Trainer:
                 for s in self.strategies:
                     s.after_step(model, batch, epoch)
                 share = weight / ctx.world  # this rank's rows / global rows
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * share
+                if on_host:
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * share
+                else:  # no device-to-host sync per step: the same float64 sums, added on device
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + v.detach().double() * share
                 n_batches += 1
+            if not on_host:
+                sums = {k: float(v) for k, v in sums.items()}
             sums = dist_.all_sum(sums, ctx)
             if sched is not None:
                 sched.step()
@@ -450,9 +542,9 @@ class Trainer:
                 model.module.eval()
                 vrow: dict[str, float] | None = None
                 if ctx.is_main:
-                    vrow = {
-                        metric_key: validation_score(model.score_block, train, valid, cfg.metric)
-                    }
+                    with precision_context(device, precision):
+                        value = validation_score(model.score_block, train, valid, cfg.metric)
+                    vrow = {metric_key: value}
                     for s in self.strategies:
                         vrow.update(s.validation_metrics(model, np.arange(valid.n_users)))
                 vrow = dist_.broadcast_object(vrow, ctx)

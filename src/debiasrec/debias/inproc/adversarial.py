@@ -61,6 +61,7 @@ from debiasrec.errors import ConfigError
 from debiasrec.metrics.leakage import leakage
 from debiasrec.models.capabilities import UserFilterHost, UserRepresentation
 from debiasrec.random import derive_seed, np_rng
+from debiasrec.training.device import model_device
 from debiasrec.training.distributed import current as current_dist
 from debiasrec.training.distributed import sync_grads
 from debiasrec.training.trainer import Trainable
@@ -166,6 +167,7 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
         cfg = self.config
         self.check_model(model)
         host = cast(_FilterHost, model)
+        dev = model_device(model)  # labels and discriminators live with the model
         self._rng = np.random.default_rng(derive_seed(rng))
         self._labels: dict[str, torch.Tensor] = {}
         self._cats: dict[str, Any] = {}
@@ -193,14 +195,19 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
         for t in self._labels.values():
             labelled |= t.numpy() >= 0
         self._labelled = np.flatnonzero(labelled)
+        self._is_labelled = torch.from_numpy(labelled).to(dev)
         self._n_users = train.n_users
+        self._labels = {k: v.to(dev) for k, v in self._labels.items()}
+        self._weights = {k: None if v is None else v.to(dev) for k, v in self._weights.items()}
+        self._prior = {k: v.to(dev) for k, v in self._prior.items()}
+        self._device = dev
 
         with torch.no_grad():
             was = model.module.training
             model.module.eval()
             if getattr(model, "user_filter", None) is not None:
                 host.set_user_filter(None)
-            dim = int(host.user_repr(torch.arange(1)).shape[1])
+            dim = int(host.user_repr(torch.arange(1, device=dev)).shape[1])
             model.module.train(was)
         self._filter = None
         with torch.random.fork_rng(devices=[]):
@@ -219,6 +226,7 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
                     for attr in cfg.attrs
                 }
             )
+        self.discriminators.to(dev)  # drawn on the CPU above: the same weights on every device
         self._opt = torch.optim.Adam(self.discriminators.parameters(), lr=cfg.adv_lr)
         self._active: tuple[str, ...] = tuple(cfg.attrs)
         self._cache: tuple[torch.Tensor, tuple[str, ...]] | None = None
@@ -251,11 +259,11 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
 
     def _step_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.config.users == "batch" and "users" in batch:
-            users = torch.unique(batch["users"])
-            keep = np.isin(users.numpy(), self._labelled)
-            return users[torch.from_numpy(keep)]
+            users = torch.unique(batch["users"]).to(self._device)
+            return users[self._is_labelled[users]]
         n = min(self.config.batch_users, len(self._labelled))
-        return torch.from_numpy(self._rng.choice(self._labelled, size=n, replace=False))
+        picked = self._rng.choice(self._labelled, size=n, replace=False)
+        return torch.from_numpy(picked).to(self._device)
 
     def _disc_loss(self, attr: str, z: torch.Tensor, users: torch.Tensor) -> torch.Tensor | None:
         y = self._labels[attr][users]
@@ -360,7 +368,7 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
         if not cfg.validate_leakage:
             return {}
         with torch.no_grad():
-            z = cast(_Host, model).user_repr(torch.arange(self._n_users)).numpy()
+            z = cast(_Host, model).user_repr(torch.arange(self._n_users)).cpu().numpy()
         out: dict[str, float] = {}
         for i, attr in enumerate(cfg.attrs):
             res = leakage(

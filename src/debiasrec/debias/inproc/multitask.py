@@ -86,6 +86,7 @@ from debiasrec.errors import ConfigError, DataError
 from debiasrec.models.capabilities import ItemRepresentation, UserRepresentation
 from debiasrec.models.heads import MLP, MMoE, SharedBottom, TextAdapter, init_parameters
 from debiasrec.random import derive_seed, torch_generator
+from debiasrec.training.device import model_device
 from debiasrec.training.trainer import Trainable
 
 
@@ -345,10 +346,12 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             self._rng = rng.spawn(1)[0]
         except (AttributeError, TypeError):  # a Generator without a seed sequence
             self._rng = np.random.default_rng(derive_seed(rng))
+        dev = model_device(model)  # heads, labels and targets live with the model
+        self._device = dev
         with torch.no_grad():
             was = model.module.training
             model.module.eval()
-            dim = int(cast(_Host, model).user_repr(torch.arange(1)).shape[1])
+            dim = int(cast(_Host, model).user_repr(torch.arange(1, device=dev)).shape[1])
             model.module.train(was)
         self._n_items = train.n_items
         self._n_users = train.n_users
@@ -360,7 +363,7 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
                 mat, names = train.item_category_matrix(t.category)  # DataError names columns
                 if len(names) < 1:
                     raise DataError(f"tasks.{i}: item column {t.category!r} has no categories")
-                self._genres[t.task] = torch.from_numpy(mat.toarray().astype(np.float32))
+                self._genres[t.task] = torch.from_numpy(mat.toarray().astype(np.float32)).to(dev)
                 out_dims[t.task] = len(names)
             elif t.kind in ("like", "rating"):
                 if train.ratings is None:
@@ -382,17 +385,18 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             self._pair_items = train.items.astype(np.int64)
         self._text = {
             k: (
-                torch.as_tensor(np.asarray(v.features, dtype=np.float32)),
-                torch.as_tensor(np.asarray(v.labels, dtype=np.float32)),
+                torch.as_tensor(np.asarray(v.features, dtype=np.float32)).to(dev),
+                torch.as_tensor(np.asarray(v.labels, dtype=np.float32)).to(dev),
             )
             for k, v in self.text_data.items()
         }
         self._groups = self._uncertain_groups()
         self.net = _Net(cfg, dim, out_dims, text_dims, self._groups)
-        init_parameters(self.net, torch_generator(self._rng))
+        init_parameters(self.net, torch_generator(self._rng))  # on the CPU: same on every device
         with torch.no_grad():
             for p in self.net.log_vars.values():
                 p.fill_(cfg.init_log_var)
+        self.net.to(dev)
 
     def _uncertain_groups(self) -> list[str]:
         cfg = self.config
@@ -442,10 +446,15 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             parts = [batch["pos"], batch["neg"]] if "neg" in batch else [batch["pos"]]
             items = torch.unique(torch.cat(parts))
             if len(items) > cap:
-                items = items[torch.from_numpy(self._rng.choice(len(items), cap, replace=False))]
+                pick = self._rng.choice(len(items), cap, replace=False)
+                items = items[torch.from_numpy(pick).to(items.device)]
             return items
         n = min(cap, self._n_items)
-        return torch.from_numpy(self._rng.choice(self._n_items, size=n, replace=False))
+        return self._on_device(self._rng.choice(self._n_items, size=n, replace=False))
+
+    def _on_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        return t if self._device.type == "cpu" else t.to(self._device)
 
     def _pairs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         cap = self.config.pair_batch
@@ -453,18 +462,20 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             users, items = batch["users"].long(), batch["pos"].long()
             if len(users) > cap:
                 keep = torch.from_numpy(self._rng.choice(len(users), cap, replace=False))
+                keep = keep.to(users.device)
                 users, items = users[keep], items[keep]
             return users, items
         idx = self._rng.integers(0, len(self._pair_users), size=cap)
-        return torch.from_numpy(self._pair_users[idx]), torch.from_numpy(self._pair_items[idx])
+        return self._on_device(self._pair_users[idx]), self._on_device(self._pair_items[idx])
 
     def _lookup_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        keys = users.numpy().astype(np.int64) * self._n_items + items.numpy().astype(np.int64)
+        u = users.cpu().numpy().astype(np.int64)
+        keys = u * self._n_items + items.cpu().numpy().astype(np.int64)
         pos = np.searchsorted(self._rkeys, keys)
         pos = np.minimum(pos, len(self._rkeys) - 1)
         if not np.array_equal(self._rkeys[pos], keys):
             raise DataError("like/rating task: a batch pair is not a rated training interaction")
-        return torch.from_numpy(self._ratings[pos])
+        return self._on_device(self._ratings[pos])
 
     def loss_terms(
         self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int
@@ -496,7 +507,7 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             else:
                 feats, labels = self._text[t.task]
                 n = min(t.text_batch, len(labels))
-                idx = torch.from_numpy(self._rng.choice(len(labels), size=n, replace=False))
+                idx = self._on_device(self._rng.choice(len(labels), size=n, replace=False))
                 out = net(t.task, feats[idx]).squeeze(1)
                 loss = F.binary_cross_entropy_with_logits(out, labels[idx])
             terms[TERM_PREFIX + t.task] = loss
@@ -590,8 +601,8 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
         was = net.training
         net.eval()
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-            p = torch.sigmoid(net(task, x).squeeze(1)).numpy()
+            x = torch.as_tensor(np.asarray(features, dtype=np.float32)).to(self._device)
+            p = torch.sigmoid(net(task, x).squeeze(1)).cpu().numpy()
         net.train(was)
         return p.astype(np.float64)
 

@@ -35,6 +35,7 @@ from debiasrec.data.dataset import Dataset
 from debiasrec.debias.inproc.base import STRATEGIES, InprocStrategy, StrategyConfig
 from debiasrec.errors import ConfigError
 from debiasrec.models.capabilities import PairScorer, PairwiseTraining
+from debiasrec.training.device import model_device
 from debiasrec.training.trainer import Trainable
 
 FOCF_KINDS: tuple[str, ...] = ("value", "absolute", "under", "over", "non_parity")
@@ -65,10 +66,9 @@ def focf_unfairness(
         return dist(pred[g].mean() - pred[~g].mean())
 
     def means(vals: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cnt = torch.zeros(n_items, dtype=vals.dtype).index_add_(
-            0, items[mask], torch.ones_like(vals[mask])
-        )
-        tot = torch.zeros(n_items, dtype=vals.dtype).index_add_(0, items[mask], vals[mask])
+        zeros = torch.zeros(n_items, dtype=vals.dtype, device=vals.device)
+        cnt = zeros.clone().index_add_(0, items[mask], torch.ones_like(vals[mask]))
+        tot = zeros.index_add_(0, items[mask], vals[mask])
         return tot / cnt.clamp_min(1), cnt
 
     yg, cg = means(pred, g)
@@ -126,7 +126,8 @@ class _GroupStrategy(InprocStrategy[G]):
         self.check_model(model)
         cat = train.user_groups(self.attr)
         self._cat = cat
-        self._codes = torch.from_numpy(np.asarray(cat.codes, dtype=np.int64))
+        self._host_codes = np.asarray(cat.codes, dtype=np.int64)
+        self._codes = torch.from_numpy(self._host_codes).to(model_device(model))
         self._n_items = train.n_items
 
     @staticmethod
@@ -195,7 +196,8 @@ class FOCFRegularizer(_GroupStrategy[FOCFConfig]):
                     f"attribute {self.attr!r} has {len(cats)} groups {cats}; name the "
                     "disadvantaged one with disadvantaged=..."
                 )
-            counts = np.bincount(self._codes.numpy()[self._codes.numpy() >= 0], minlength=2)
+            codes = self._host_codes
+            counts = np.bincount(codes[codes >= 0], minlength=2)
             self._g = int(np.argmin(counts))
         elif self.disadvantaged in cats:
             self._g = cats.index(self.disadvantaged)
@@ -208,7 +210,7 @@ class FOCFRegularizer(_GroupStrategy[FOCFConfig]):
         u, lab, items = self._labelled(batch)
         uu = torch.cat([u, u])
         pred = torch.sigmoid(cast(_Host, model).pair_scores(uu, items))
-        target = torch.cat([torch.ones(len(u)), torch.zeros(len(u))])
+        target = torch.cat([torch.ones(len(u)), torch.zeros(len(u))]).to(u.device)
         g = torch.cat([lab, lab]) == self._g
         val = focf_unfairness(pred, target, items, g, self._n_items, self.kind, smooth=self.smooth)
         return {f"focf_{self.kind}": self.weight * val}
@@ -233,8 +235,9 @@ class UtilityGapPenalty(_GroupStrategy[UtilityGapConfig]):
         sp, sn = s.chunk(2)
         ll = F.logsigmoid(sp - sn)
         n_cls = len(self._cat.categories)
-        cnt = torch.zeros(n_cls).index_add_(0, lab, torch.ones_like(ll))
-        tot = torch.zeros(n_cls, dtype=ll.dtype).index_add_(0, lab, ll)
+        zeros = torch.zeros(n_cls, dtype=ll.dtype, device=ll.device)
+        cnt = zeros.clone().index_add_(0, lab, torch.ones_like(ll))
+        tot = zeros.index_add_(0, lab, ll)
         present = cnt > 0
         if int(present.sum()) < 2:
             return {"util_gap": ll.sum() * 0.0}

@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.debias.pre._groups import (
@@ -79,6 +79,7 @@ from debiasrec.metrics.fidelity import (
     two_sample_auc,
 )
 from debiasrec.random import derive_seed, np_rng, torch_generator
+from debiasrec.training.device import check_device_setting, module_device, resolve_device
 
 
 class GANConfig(PreConfig):
@@ -99,6 +100,17 @@ class GANConfig(PreConfig):
     fidelity: bool = Field(True, description="compute fidelity metrics into report_")
     memorisation_threshold: float = Field(0.8, gt=0, le=1)
     max_seconds: float | None = Field(None, gt=0, description="wall-clock training budget")
+    device: str | None = Field(
+        None,
+        description="where the GAN trains and samples: 'auto' (None; CUDA when available, or "
+        "the experiment's [run] device), 'cpu', 'cuda', 'cuda:N'. Random draws are made on the "
+        "CPU on every device",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else check_device_setting(v)
 
 
 class _Generator(torch.nn.Module):
@@ -156,8 +168,12 @@ class ProfileGAN(torch.nn.Module):
     def logits(
         self, cond: torch.Tensor, gen: torch.Generator, seed_rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Item logits for group codes ``cond`` (and seed profiles in seeded mode)."""
-        z = torch.randn(len(cond), self.noise_dim, generator=gen)
+        """Item logits for group codes ``cond`` (and seed profiles in seeded mode).
+
+        The noise is drawn from ``gen`` (on its device, the CPU by default) and moved to
+        ``cond``'s device, so a GPU run draws the same noise as a CPU run.
+        """
+        z = torch.randn(len(cond), self.noise_dim, generator=gen).to(cond.device)
         parts = [z, torch.nn.functional.one_hot(cond, self.n_groups).to(z.dtype)]
         if self.seeded:
             if seed_rows is None or self.encoder is None:
@@ -200,8 +216,11 @@ def other_group(own: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) 
     return np.where(n_choices > 0, out, own)
 
 
-def _dense(rows: sp.csr_matrix, idx: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rows[idx].toarray().astype(np.float32))
+def _dense(
+    rows: sp.csr_matrix, idx: np.ndarray, device: torch.device | None = None
+) -> torch.Tensor:
+    t = torch.from_numpy(rows[idx].toarray().astype(np.float32))
+    return t if device is None or device.type == "cpu" else t.to(device)
 
 
 def train_gan(
@@ -217,7 +236,10 @@ def train_gan(
     """Fit a :class:`ProfileGAN` on the active users of ``train`` with known group ``codes``.
 
     Returns the model (in eval mode) and a training summary (seconds, steps, last losses).
+    The model trains on ``cfg.device``; every random draw is made on the CPU (NumPy ``rng`` and
+    a CPU torch generator) and moved there, so the draws are the same on every device.
     """
+    dev = resolve_device(cfg.device)
     csr = train.csr()
     lens = np.diff(csr.indptr)
     users = np.flatnonzero((lens > 0) & (codes >= 0))
@@ -230,6 +252,7 @@ def train_gan(
         torch.manual_seed(derive_seed(rng))
         model = ProfileGAN(train.n_items, n_groups, cfg, seeded=seeded)
     model.scale.fill_(scale)
+    model.to(dev)
     g_params = list(model.generator.parameters())
     if model.encoder is not None:
         g_params += list(model.encoder.parameters())
@@ -241,14 +264,18 @@ def train_gan(
     def draw(n: int) -> np.ndarray:
         return users[rng.integers(0, len(users), size=n)]
 
-    lens_t = torch.from_numpy(lens.astype(np.float32))
+    lens_t = torch.from_numpy(lens.astype(np.float32)).to(dev)
+
+    def ids(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        return t if dev.type == "cpu" else t.to(dev)
 
     def fake_conditions(real_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Groups and lengths of generated rows (seeded: for the seeds ``real_idx``)."""
         if not seeded:  # groups and lengths of another batch of real users
             other = draw(len(real_idx))
-            return torch.from_numpy(codes[other]), lens_t[other]
-        return torch.from_numpy(other_group(codes[real_idx], present, rng)), lens_t[real_idx]
+            return ids(codes[other]), lens_t[ids(other)]
+        return ids(other_group(codes[real_idx], present, rng)), lens_t[ids(real_idx)]
 
     t0 = time.perf_counter()
     last: dict[str, float] = {}
@@ -257,15 +284,15 @@ def train_gan(
         model.train()
         for _ in range(cfg.critic_steps):
             idx = draw(bs)
-            real = _dense(csr, idx)
-            seed_in = _dense(norm, idx) * scale if seeded else None
-            c_real = torch.from_numpy(codes[idx])
+            real = _dense(csr, idx, dev)
+            seed_in = _dense(norm, idx, dev) * scale if seeded else None
+            c_real = ids(codes[idx])
             c_fake, l_fake = fake_conditions(idx)
             with torch.no_grad():
                 fake = model.profile(model.logits(c_fake, gen, seed_in), l_fake)
             d_real = model.score(real, c_real).mean()
             d_fake = model.score(fake, c_fake).mean()
-            eps = torch.rand(bs, 1, generator=gen)
+            eps = torch.rand(bs, 1, generator=gen).to(dev)
             mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
             out = model.score(mix, c_real)
             grad = torch.autograd.grad(out.sum(), mix, create_graph=True)[0]
@@ -275,14 +302,14 @@ def train_gan(
             loss_d.backward()
             opt_d.step()
         idx = draw(bs)
-        seed_in = _dense(norm, idx) * scale if seeded else None
+        seed_in = _dense(norm, idx, dev) * scale if seeded else None
         c_fake, l_fake = fake_conditions(idx)
         logits = model.logits(c_fake, gen, seed_in)
         loss_g = -model.score(model.profile(logits, l_fake), c_fake).mean()
-        rec = torch.zeros(())
+        rec = torch.zeros((), device=dev)
         if seeded and recon_weight > 0:
-            x = _dense(csr, idx)
-            c_own = torch.from_numpy(codes[idx])
+            x = _dense(csr, idx, dev)
+            c_own = ids(codes[idx])
             own_logits = model.logits(c_own, gen, seed_in)
             rec = (-(torch.log_softmax(own_logits, 1) * x).sum(1) / x.sum(1).clamp(min=1)).mean()
             loss_g = loss_g + recon_weight * rec
@@ -322,23 +349,25 @@ def sample_profiles(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw discrete profiles: ``lengths[r]`` distinct items for condition ``cond[r]``.
 
-    Returns flat ``(row, item)`` arrays grouped by row.
+    Returns flat ``(row, item)`` arrays grouped by row. Runs on the model's device; the
+    Gumbel noise is drawn from ``gen`` (the CPU) and moved there.
     """
+    dev = module_device(model)
     rows_out, items_out = [], []
     lengths = np.minimum(np.asarray(lengths, dtype=np.int64), model.n_items)
     with torch.no_grad():
         for start in range(0, len(cond), chunk):
             stop = min(start + chunk, len(cond))
-            c = torch.from_numpy(np.asarray(cond[start:stop], dtype=np.int64))
-            seeds = None if seed_rows is None else seed_rows[start:stop]
+            c = torch.from_numpy(np.asarray(cond[start:stop], dtype=np.int64)).to(dev)
+            seeds = None if seed_rows is None else seed_rows[start:stop].to(dev)
             keys = model.logits(c, gen, seeds)
             if sampling == "sample":
-                u = torch.rand(keys.shape, generator=gen).clamp_(1e-12, 1 - 1e-12)
+                u = torch.rand(keys.shape, generator=gen).clamp_(1e-12, 1 - 1e-12).to(dev)
                 keys = keys - torch.log(-torch.log(u))  # Gumbel-top-k
             kmax = int(lengths[start:stop].max(initial=0))
             if kmax == 0:
                 continue
-            top = torch.topk(keys, kmax, dim=1).indices.numpy()
+            top = torch.topk(keys, kmax, dim=1).indices.cpu().numpy()
             take = np.arange(kmax)[None, :] < lengths[start:stop, None]
             rows_out.append(np.repeat(np.arange(start, stop), take.sum(1)))
             items_out.append(top[take])
