@@ -111,10 +111,10 @@ def resolve_device(setting: str | torch.device | None = "auto") -> torch.device:
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (the CPU for an empty module)."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
     return torch.device("cpu")
 
 
