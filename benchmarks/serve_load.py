@@ -117,7 +117,10 @@ def main() -> None:
     proc = start_server(folder, store, port)
     base = f"http://127.0.0.1:{port}"
     n, c = args.requests, args.concurrency
-    pick = rng.integers(0, len(users), size=n)
+    if n < 1:
+        raise SystemExit("--requests must be at least 1")
+    # enough users for the warm-up rounds (300 and 200 requests) as well as the measured ones
+    pick = rng.integers(0, len(users), size=max(n, 300))
 
     def rec(post: str):
         return lambda i: (
