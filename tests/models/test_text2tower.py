@@ -171,3 +171,20 @@ def test_counterfactual_text_augmentation_weakens_the_reaction_to_gender(split, 
     with pytest.raises(ConfigError, match="profile=True"):
         TextTwoTower(cache_dir=cache, counterfactual_text=["swap"], dim=8, hidden=16,
                      train=_FAST).fit(split.train, rng=0)  # fmt: skip
+
+
+@needs_minilm
+def test_multitask_heads_train_on_text_item_representations(split, cache) -> None:
+    """text2tower + multitask (issue 18): the item tower's ``item_repr(items)`` feeds the genre
+    head; the run trains the head (its loss is logged and falls) and the model still scores."""
+    from debiasrec.debias.inproc.multitask import MultiTask
+
+    mt = MultiTask(tasks=[{"kind": "genre"}])
+    m = TextTwoTower(cache_dir=cache, dim=8, hidden=16, strategies=[mt],
+                     train={**_FAST, "epochs": 6, "patience": 6})  # fmt: skip
+    m.fit(split.train, valid=split.valid, rng=0)
+    rows = [r["loss_mt_genre"] for r in m.history_.epochs]
+    assert len(rows) == 6 and rows[-1] < rows[0]
+    q = m.item_repr(torch.tensor([0, 3, 5]))
+    assert q.shape == (3, 8)
+    assert np.isfinite(m.score([0, 1])).all()
