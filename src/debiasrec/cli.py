@@ -433,8 +433,9 @@ def audit(recs, test, users, attr, k, items, train, n_boot, seed, out, quiet) ->
 
 
 @cli.command("llm-audit")
-@click.option("--model", default="text2tower", show_default=True,
-              help="A text-reading model: text2tower or llm_ranker.")  # fmt: skip
+@click.option("--model", default=None,
+              help="A text-reading model: text2tower (default) or llm_ranker; with --endpoint, "
+                   "the served model's name.")  # fmt: skip
 @click.option(
     "--params", default=None, help="Model parameters as JSON, e.g. '{\"profile\": true}'."
 )
@@ -452,8 +453,25 @@ def audit(recs, test, users, attr, k, items, train, n_boot, seed, out, quiet) ->
 )  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--endpoint", default=None,
+              help="Audit the LLM served at this OpenAI-compatible API base URL "
+                   "(e.g. http://127.0.0.1:8000/v1) as an llm_ranker.")  # fmt: skip
+@click.option("--mode", type=click.Choice(["score", "generate"]), default="score",
+              show_default=True,
+              help="score: rank retriever candidates by log-likelihood (needs prompt "
+                   "log-probabilities); generate: the LLM writes a list.")  # fmt: skip
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the API key (never written anywhere).")
+@click.option("--tokenizer", default=None,
+              help="The served model's tokenizer (folder, hub id, .gguf) for --mode score.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, help="Seconds per API request.")  # fmt: skip
+@click.option("--max-retries", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--api-cache", default=None, help="Response cache folder (default: <cache>/api).")
 def llm_audit(model, params, load, data_name, attrs, intersections, n_users, k, n_perm, seed,
-              config_path, out, threads) -> None:  # fmt: skip
+              config_path, out, threads, endpoint, mode, api_key_env, tokenizer, concurrency,
+              timeout, max_retries, api_cache) -> None:  # fmt: skip
     """Counterfactual audit of a text/LLM recommender (neutral vs attribute prompts, controls)."""
     from debiasrec.config import load_toml, validate
     from debiasrec.experiment.llm_audit import LLMAuditRun, run_llm_audit
@@ -469,7 +487,19 @@ def llm_audit(model, params, load, data_name, attrs, intersections, n_users, k, 
         audit = {"attrs": _split_list(attrs) or [], "n_users": n_users, "k": k,
                  "n_perm": n_perm, "seed": seed,
                  "intersections": _split_list(intersections) or []}  # fmt: skip
-        options = {"data": data_name, "model": model, "params": p, "load": load,
+        if endpoint is not None:
+            if not model:
+                raise ConfigError("--endpoint needs --model NAME, the served model's name")
+            if not isinstance(p, dict):
+                raise ConfigError("--params must be a JSON object")
+            p = {**p, "mode": mode, "endpoint": {
+                "url": endpoint, "model": model, "api_key_env": api_key_env,
+                "concurrency": concurrency, "timeout": timeout, "max_retries": max_retries,
+                **({"cache_dir": api_cache} if api_cache else {})}}  # fmt: skip
+            if tokenizer:
+                p["llm"] = tokenizer
+            model = "llm_ranker"
+        options = {"data": data_name, "model": model or "text2tower", "params": p, "load": load,
                    "fit_seed": seed, "audit": audit}  # fmt: skip
         run = validate(LLMAuditRun, {a: v for a, v in options.items() if v is not None},
                        source="llm-audit options")  # fmt: skip
@@ -479,6 +509,17 @@ def llm_audit(model, params, load, data_name, attrs, intersections, n_users, k, 
                                 f"p_snsr_jaccard@{kk}"])]  # fmt: skip
     table = rows.pivot_table(index="group", columns="metric", values="value")
     click.echo(table.round(4).to_string())
+    summary = json.loads((out / "summary.json").read_text())
+    if "generation" in summary:
+        g = summary["generation"]
+        rate = g["matched"] / g["listed"] if g["listed"] else float("nan")
+        click.echo(f"\ngenerated titles: {g['listed']}, matched to the catalog: {g['matched']} "
+                   f"({rate:.1%}), unmatched: {g['unmatched']}")  # fmt: skip
+    if "api" in summary:
+        a = summary["api"]
+        click.echo(f"API {a['url']} ({a['model']}): {a['requests']} requests, {a['cache_hits']} "
+                   f"cached, {a['retries']} retries, {a['prompt_tokens']} prompt + "
+                   f"{a['completion_tokens']} completion tokens")  # fmt: skip
     click.echo(f"\nresults: {out}/results.parquet\nlists:   {out}/audit_lists.parquet")
 
 
@@ -593,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
     # One-line warnings while the command runs; restored after (main is called in-process too).
     previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    warnings.formatwarning = _one_line_warning
     try:
         return _main(argv)
     finally:

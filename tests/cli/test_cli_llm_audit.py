@@ -41,3 +41,35 @@ def test_llm_audit_bad_input_exits_2(cli, tmp_path, args, message) -> None:
     r = cli("llm-audit", *args, "--users", "5", "--out", tmp_path / "x")
     assert r.code == 2, (r.code, r.err)
     assert message in r.err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_llm_audit_endpoint_down_is_one_line_not_a_traceback(cli, tmp_path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    r = cli("llm-audit", "--endpoint", url, "--model", "m", "--max-retries", "1",
+            "--api-cache", tmp_path / "api", "--users", "5", "--out", tmp_path / "x")  # fmt: skip
+    assert r.code == 1, (r.code, r.err)
+    assert "cannot connect" in r.err and url in r.err and "Traceback" not in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--endpoint needs --model NAME"),
+        (["--model", "m", "--params", '{"finetune_users": 4}'], "cannot be done through an"),
+        (["--model", "m", "--timeout", "0"], "--timeout"),
+    ],
+)
+def test_llm_audit_endpoint_bad_options_exit_2(cli, tmp_path, args, message) -> None:
+    r = cli("llm-audit", "--endpoint", "http://127.0.0.1:9/v1", *args, "--out", tmp_path / "x")
+    assert r.code == 2, (r.code, r.err)
+    assert message in r.err and "Traceback" not in r.err

@@ -65,3 +65,13 @@ def test_no_root_caches_nothing() -> None:
             "x", "lab", "k", lambda: calls.append(1), lambda v, f: True, lambda f: None
         )
     assert len(calls) == 2 and cache.log.count("x") == 2
+
+
+def test_keys_change_with_the_code(monkeypatch) -> None:
+    """No hand-bumped version: a change to debiasrec's source changes every key."""
+    from debiasrec.experiment import cache as cache_mod
+
+    base = stage_key("fit", {"a": 1})
+    assert len(cache_mod.code_hash()) == 16
+    monkeypatch.setattr(cache_mod, "code_hash", lambda: "0" * 16)
+    assert stage_key("fit", {"a": 1}) != base

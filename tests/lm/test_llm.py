@@ -52,12 +52,13 @@ def tiny() -> CausalLM:
     return CausalLM.from_objects(model, tok, device="cpu")
 
 
+@pytest.mark.parametrize("method", ["packed", "shared"])
 @pytest.mark.parametrize("max_packed", [2048, 7])
 @pytest.mark.parametrize("batch_size", [1, 2, 8])
-def test_packed_equals_naive(tiny: CausalLM, max_packed: int, batch_size: int) -> None:
+def test_packed_equals_naive(tiny: CausalLM, max_packed: int, batch_size: int, method) -> None:
     tiny.max_packed_tokens = max_packed  # 7: several packed passes per prompt reuse one cache
     try:
-        packed = tiny.score_candidates(PROMPTS, CANDS, batch_size=batch_size)
+        packed = tiny.score_candidates(PROMPTS, CANDS, batch_size=batch_size, method=method)
     finally:
         tiny.max_packed_tokens = 2048
     naive = tiny.score_candidates(PROMPTS, CANDS, method="naive")
@@ -83,6 +84,26 @@ def test_packed_equals_manual_log_softmax(tiny: CausalLM) -> None:
     manual = sum(float(lp[len(prompt) - 1 + j, t]) for j, t in enumerate(cand))
     got = tiny.score_candidates(["hello"], [["Heat"]])
     assert got.sum[0, 0] == pytest.approx(manual, abs=1e-4)
+
+
+def test_shared_prefix_path_matches_the_packed_path_in_every_layout() -> None:
+    """No common prefix, a prefix that is a whole prompt but one token, one-token candidates,
+    duplicate prompts, empty candidate lists: the shared path gives the packed path's numbers."""
+    model, tok = tiny_causal_lm(3, chat_template=False)
+    lm = CausalLM.from_objects(model, tok, device="cpu", append_eos=False)
+    prompts = ["abc", "xyz: watched Heat", "abc", "abcd", "q"]
+    cands = [["A", " Heat"], ["Fargo", "B", "Babe 2"], [], ["x"], ["Star Wars", "Alien"]]
+    for bs in (1, 3, 8):
+        a = lm.score_candidates(prompts, cands, method="packed", batch_size=bs)
+        b = lm.score_candidates(prompts, cands, method="shared", batch_size=bs)
+        np.testing.assert_array_equal(np.isnan(a.sum), np.isnan(b.sum))
+        np.testing.assert_allclose(b.sum, a.sum, atol=1e-4, rtol=0)
+    # a long common prefix (prompts sharing their start) is computed once and reused
+    long = ["User: age 24. Recently watched: " + h for h in ("Heat", "Fargo; Babe", "Jaws")]
+    cl = [["Alien", "Aliens"], ["Toy Story"], ["Star Wars", "A", "Casablanca"]]
+    a = lm.score_candidates(long, cl, method="packed")
+    b = lm.score_candidates(long, cl, method="shared", batch_size=2)
+    np.testing.assert_allclose(b.sum, a.sum, atol=1e-4, rtol=0)
 
 
 def test_packed_without_chat_template() -> None:
@@ -249,6 +270,15 @@ def test_real_smollm2_gguf_offline(tmp_path) -> None:
     packed = lm.score_candidates([prompt], cands)
     naive = lm.score_candidates([prompt], cands, method="naive")
     np.testing.assert_allclose(packed.sum, naive.sum, atol=1e-3)
+    # the shared-prefix path (default) equals the previous packed path on a batch of prompts
+    prompts = [prompt, "User: age 35. Recently watched: Heat; Fargo. Recommend one movie.",
+               "User: no profile. Recommend one movie, title only."]
+    many = [cands[0], ["Heat", "Casablanca", "Twelve Monkeys"], ["Toy Story", "Jaws"]]
+    shared = lm.score_candidates(prompts, many, method="shared", batch_size=2)
+    old = lm.score_candidates(prompts, many, method="packed", batch_size=2)
+    # float32 sums of 30-layer activations in another order: 1.5e-4 at most over the 960
+    # candidates of benchmarks/llm_throughput.py
+    np.testing.assert_allclose(shared.sum, old.sum, atol=1e-3, rtol=0)
     assert np.isfinite(packed.sum).all()
     # real titles are far more likely answers than a string of random letters
     assert packed.mean[0, 3] < packed.mean[0, :2].min() - 1.0

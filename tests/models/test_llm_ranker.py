@@ -256,3 +256,68 @@ def test_a_fitted_retriever_can_be_shared(fitted: LLMRanker, split: Split) -> No
 
     with pytest.raises(ConfigError, match="pop"):
         make().fit(split.train, rng=0, retriever=Pop().fit(split.train))
+
+
+class ScriptedLM:
+    """Stands in for the language model: answers each prompt from a function of its text."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    def generate(self, prompts, *, max_new_tokens=128, batch_size=8):
+        return [self.answer(p) for p in prompts]
+
+
+def test_generate_mode_ranks_the_written_list_and_logs_match_counts(split: Split) -> None:
+    from debiasrec.experiment.llm_audit import run_audit
+
+    m = make(mode="generate", generate_k=3).fit(split.train, rng=0)
+    titles = m.titles_
+    csr = split.train.csr() + split.valid.csr()
+    unseen = {u: [i for i in range(len(titles)) if i not in set(csr[u].indices)] for u in range(60)}
+
+    def answer(prompt: str) -> str:
+        u = int(prompt.split("#")[1].split()[0].rstrip(".,"))  # the user code, in the text
+        a, b, c = unseen[u][:3] if "female" not in prompt else unseen[u][3:6]
+        return f"1. {titles[a]}\n2. Not A Real Film\n3. {titles[b]}\n4. {titles[c]}"
+
+    m.lm_ = ScriptedLM(answer)
+    users = np.array([0, 1, 2])
+    scores = m.score_with_texts(users, [f"user #{u}" for u in users])
+    top = np.argsort(-scores, axis=1)[:, :3]
+    for r, u in enumerate(users):
+        assert top[r].tolist() == unseen[u][:3]  # the written order
+        assert np.isinf(scores[r]).sum() == m.n_items_ - 3  # nothing filled in
+    assert m.last_generation_stats() == {"prompts": 3, "listed": 12, "matched": 9, "unmatched": 3,
+                                         "fuzzy": 0, "seen": 0, "duplicate": 0, "in_list": 9}  # fmt: skip
+    # In an audit, gender=F prompts get other lists; match rates are reported per variant.
+    renderer = TextRenderer(split.train, user_template=UserTemplate(profile=[], history=0,
+                                                                    prefix="user #{} "))  # fmt: skip
+
+    class Texts(TextRenderer):
+        def user_texts(self, users, variant=None, **kw):
+            base = super().user_texts(users, variant, **kw)
+            return [t.replace("{}", str(u), 1) for t, u in zip(base, users, strict=True)]
+
+    texts = Texts(split.train, item_template=renderer.item_template,
+                  user_template=renderer.user_template)  # fmt: skip
+    res, _ = run_audit(m, split, renderer=texts, config={"n_users": 6, "attrs": ["gender"],
+                       "k": 3, "n_perm": 50, "n_boot": 20, "typo_seeds": 2,
+                       "other_history": False, "typo_rate": 0.001})  # fmt: skip
+    rate = res[res.metric == "gen_match_rate"].set_index("group").value
+    assert rate["all"] == pytest.approx(0.75) and rate["gender=F"] == pytest.approx(0.75)
+    jac = res[res.metric == "jaccard@3"].set_index("group").value
+    assert jac["gender=F"] == pytest.approx(0.0) and jac["gender=M"] == pytest.approx(1.0)
+
+
+def test_endpoint_settings_in_the_ranker_config() -> None:
+    from debiasrec.lm.api import EndpointLM
+
+    m = LLMRanker({"endpoint": {"url": "http://127.0.0.1:9/v1", "model": "served"},
+                   "mode": "generate"})  # fmt: skip
+    assert isinstance(m._make_lm(), EndpointLM)
+    assert m.config.endpoint.api_key_env == "OPENAI_API_KEY"
+    with pytest.raises(ConfigError, match="through an endpoint"):
+        LLMRanker({"endpoint": {"url": "http://h/v1", "model": "m"}, "finetune_users": 3})
+    with pytest.raises(ConfigError):
+        LLMRanker({"endpoint": {"url": "ftp://h", "model": "m"}})

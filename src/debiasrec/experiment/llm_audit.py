@@ -19,6 +19,14 @@ across the audited attributes, intersections and the placebo.
 
 A model takes part if it has ``score_with_texts(user_codes, texts)`` (TextTwoTower, LLMRanker);
 if it also accepts ``history_users=``, the "other history" control swaps its pooled history too.
+A model whose lists are generated text matched to the catalog (``LLMRanker(mode="generate")``,
+in process or behind an API) reports, per variant, the share of listed titles that matched a
+catalog item (``gen_match_rate``) and the matched items per list (``gen_items_per_list``), from
+its ``last_generation_stats()``.
+
+The LLM may be served behind an OpenAI-compatible API (``LLMRanker(endpoint=...)``):
+:func:`run_llm_audit` then writes the request, cache-hit, retry and token counts into
+``summary.json``; the API key is never written.
 """
 
 from __future__ import annotations
@@ -219,6 +227,8 @@ def run_audit(
     variants = _variants(cfg, renderer, split)
     lists: dict[str, np.ndarray] = {}
     ndcg: dict[str, np.ndarray] = {}
+    gen_stats: dict[str, dict[str, int]] = {}
+    stats_of = getattr(model, "last_generation_stats", None)
     for i, (family, label, v) in enumerate(variants):
         if progress is not None:
             progress(label)
@@ -229,6 +239,8 @@ def run_audit(
         else:
             texts = renderer.user_texts(users, v, rng=cfg.seed * 1000 + i)
             scores = model.score_with_texts(users, texts)
+        if callable(stats_of) and (st := stats_of()) is not None:
+            gen_stats[label] = st
         top, _ = topk_from_scores(np.asarray(scores, dtype=np.float32), cfg.k, users, exclude)
         lists[label] = top
         ndcg[label] = ranking_metrics(top, truth, ks=(cfg.k,), metrics=("ndcg",))[f"ndcg@{cfg.k}"]
@@ -295,6 +307,17 @@ def run_audit(
                 pvals[fam] = snsr_permutation_test(mat, n_perm=cfg.n_perm, rng=gen)
         for fam, p in holm(pvals).items():
             row(f"p_snsr_{name}", fam, p)
+    if gen_stats:
+        tot = {key: sum(st[key] for st in gen_stats.values()) for key in ("listed", "matched")}
+        for label, st in [*gen_stats.items(), ("all", None)]:
+            st = st or {**tot, "prompts": sum(x["prompts"] for x in gen_stats.values()),
+                        "in_list": sum(x["in_list"] for x in gen_stats.values())}  # fmt: skip
+            rate = st["matched"] / st["listed"] if st["listed"] else float("nan")
+            for metric, value in (("gen_match_rate", rate),
+                                  ("gen_items_per_list", st["in_list"] / st["prompts"])):
+                rows.append(dict(method=method, seed=cfg.seed, metric=metric, group=label,
+                                 value=value, ci_low=np.nan, ci_high=np.nan,
+                                 n=st["prompts"]))  # fmt: skip
     res = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     per = pd.concat(per_user, ignore_index=True)
     long = []
@@ -349,9 +372,16 @@ def run_llm_audit(run: LLMAuditRun, out: Any, *, progress: bool = False) -> pd.D
             f"model {run.model!r} does not read user text (no score_with_texts), so prompts "
             "cannot vary; audit text2tower or llm_ranker"
         )
+    fresh = None if run.load else cls(run.params)  # validates the parameters first
+    endpoint = getattr(getattr(fresh, "config", None), "endpoint", None)
+    if endpoint is not None:  # reach the server (and check the model name) before any work
+        from debiasrec.lm.api import OpenAIClient
+
+        OpenAIClient(endpoint).check_model()
     ds, _ = load_dataset(run.data)
     split = random_split(ds, rng=run.split_seed)
-    if run.load:
+    if fresh is None:
+        assert run.load is not None  # validated: a saved model or a model to fit
         model = cls.load(run.load)
         if model.n_users_ != split.train.n_users or model.n_items_ != split.train.n_items:
             raise DataError(
@@ -359,7 +389,7 @@ def run_llm_audit(run: LLMAuditRun, out: Any, *, progress: bool = False) -> pd.D
                 f"{model.n_items_} items, not on this split of {run.data!r}"
             )
     else:
-        model = cls(run.params).fit(split.train, valid=split.valid, rng=run.fit_seed)
+        model = fresh.fit(split.train, valid=split.valid, rng=run.fit_seed)
     t_fit = time.perf_counter() - t0
     bar = None
     if progress:
@@ -389,5 +419,13 @@ def run_llm_audit(run: LLMAuditRun, out: Any, *, progress: bool = False) -> pd.D
         "timings": {"fit_or_load_s": round(t_fit, 3),
                     "audit_s": round(time.perf_counter() - t0 - t_fit, 3)},
     }  # fmt: skip
+    lm = getattr(model, "lm_", None)
+    if lm is not None and hasattr(lm, "usage"):  # an LLM behind an API (never the key)
+        summary["api"] = {"url": lm.settings.url, "model": lm.settings.model,
+                          "api_key_env": lm.settings.api_key_env,
+                          "cache_dir": str(lm.client.cache_dir), **lm.usage.to_dict()}  # fmt: skip
+    gen = getattr(model, "generation_stats_", None)
+    if gen:
+        summary["generation"] = {key: sum(st[key] for st in gen) for key in gen[0]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return res

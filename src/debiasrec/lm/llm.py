@@ -19,6 +19,12 @@ result equals scoring each ``prompt + candidate`` separately (see ``tests/lm/tes
 fraction of the cost: the prompt is encoded once instead of once per candidate, and the
 candidates share one forward. Several prompts are batched (left-padded prompts, right-padded
 packed rows).
+
+**Shared-prefix scoring** (``method="shared"``, the default; :meth:`CausalLM._shared_scores`)
+gives the same numbers faster: the token prefix all prompts share (system prompt, template,
+instruction start) is run once, rows are sorted by length, each batch is one forward over the
+prompt suffixes and packed candidates after the shared cache, and logits are computed only at the
+positions that predict candidate tokens.
 """
 
 from __future__ import annotations
@@ -70,6 +76,10 @@ def dequantized_dir(gguf: Path, cache_dir: str | Path | None = None) -> Path:
     """Cache folder of the dequantized weights of ``gguf`` (keyed by file name and size)."""
     root = default_cache_dir() if cache_dir is None else Path(cache_dir)
     return root / "llm" / f"{gguf.stem}-{gguf.stat().st_size}"
+
+
+#: Candidate scoring methods of :meth:`CausalLM.score_candidates`.
+ScoreMethod = Literal["shared", "packed", "naive"]
 
 
 @dataclass(frozen=True)
@@ -354,7 +364,7 @@ class CausalLM:
         prompts: Sequence[str],
         candidates: Sequence[Sequence[str]],
         *,
-        method: Literal["packed", "naive"] = "packed",
+        method: ScoreMethod = "shared",
         batch_size: int = 8,
         formatted: bool = False,
     ) -> CandidateLogProbs:
@@ -363,9 +373,12 @@ class CausalLM:
         Args:
             prompts: user-turn texts (wrapped in the chat template unless ``formatted``).
             candidates: per prompt, the candidate answers (rows may differ in length).
-            method: ``"packed"`` (one cached prompt, one forward for all candidates) or
-                ``"naive"`` (one full forward per prompt + candidate, for checks and timing).
-            batch_size: prompts per forward pass (packed).
+            method: ``"shared"`` (default: the prompts' common prefix run once, then one forward
+                per batch of length-sorted prompts over their suffixes and packed candidates),
+                ``"packed"`` (the previous path: one cached forward over each batch of prompts,
+                then one over their packed candidates) or ``"naive"`` (one full forward per
+                prompt + candidate, for checks and timing). All three give the same numbers.
+            batch_size: prompts per forward pass (shared, packed).
             formatted: ``prompts`` are already token-level prompts (skip the chat template).
         """
         if len(prompts) != len(candidates):
@@ -390,7 +403,7 @@ class CausalLM:
         prompt_ids: Sequence[Sequence[int]],
         candidate_ids: Sequence[Sequence[Sequence[int]]],
         *,
-        method: Literal["packed", "naive"] = "packed",
+        method: ScoreMethod = "shared",
         batch_size: int = 8,
     ) -> CandidateLogProbs:
         """:meth:`score_candidates` on token ids."""
@@ -403,7 +416,9 @@ class CausalLM:
             counts[i, : len(cands)] = [len(c) for c in cands]
         torch = self._torch
         with torch.inference_mode():
-            if method == "naive":
+            if method == "shared":
+                self._shared_scores(prompt_ids, candidate_ids, batch_size, total)
+            elif method == "naive":
                 for i in range(n):
                     for j, c in enumerate(candidate_ids[i]):
                         total[i, j] = self._naive_one(prompt_ids[i], c)
@@ -416,7 +431,9 @@ class CausalLM:
                     for r, vals in enumerate(rows):
                         total[s + r, : len(vals)] = vals
             else:
-                raise ConfigError(f"method must be 'packed' or 'naive', got {method!r}")
+                raise ConfigError(
+                    f"method must be 'shared', 'packed' or 'naive', got {method!r}"
+                )
         return CandidateLogProbs(sum=total, n_tokens=counts)
 
     def _forward(self, ids: Any, **kw: Any) -> Any:
@@ -518,6 +535,173 @@ class CausalLM:
                 lp = lg.gather(1, t[:, None])[:, 0] - torch.logsumexp(lg, dim=-1)
                 out[i][j] += float(lp.double().sum())
         return out
+
+    def _supports(self, name: str) -> bool:
+        return name in inspect.signature(self.base_model().forward).parameters
+
+    def _prefix_cache(self, prefix: Sequence[int]) -> list[tuple[Any, Any]] | None:
+        """Key/value tensors of every layer after running ``prefix`` once (batch 1)."""
+        if not prefix:
+            return None
+        torch = self._torch
+        ids = torch.tensor([list(prefix)], device=self.device)
+        kw = {"logits_to_keep": 1} if self._supports("logits_to_keep") else {}
+        out = self._forward(ids, use_cache=True, **kw)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        if hasattr(cache, "layers"):
+            return [(layer.keys, layer.values) for layer in cache.layers]
+        return list(zip(cache.key_cache, cache.value_cache, strict=True))  # pragma: no cover
+
+    def _expanded_cache(self, kv: list[tuple[Any, Any]], b: int) -> Any:
+        """A fresh cache holding ``kv`` for ``b`` rows (views, no copies until it grows)."""
+        transformers = _require("transformers")
+        cache = transformers.DynamicCache()
+        for layer, (k, v) in enumerate(kv):
+            cache.update(k.expand(b, *k.shape[1:]), v.expand(b, *v.shape[1:]), layer)
+        return cache
+
+    def _shared_scores(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        candidate_ids: Sequence[Sequence[Sequence[int]]],
+        batch_size: int,
+        total: np.ndarray,
+    ) -> None:
+        """Shared-prefix scoring (``method="shared"``); fills ``total`` in place.
+
+        1. The longest token prefix common to every prompt (system prompt, template, the start
+           of the instruction) is run once; its key/value cache is shared by every batch.
+        2. Rows are (prompt, candidates whose packed inputs fit in ``max_packed_tokens``), sorted
+           by length (longest first) so that a batch pads little.
+        3. One forward per batch of rows over ``[prompt suffix | packed candidate inputs]``
+           after the prefix cache, with a 4-D additive mask: a suffix token sees the prefix and
+           the earlier suffix tokens; a candidate token sees the prefix, the whole suffix and
+           the earlier tokens of its own candidate. Position ids continue the prompt, restarting
+           at the prompt's end for every candidate.
+        4. Logits are computed only where they are needed (the last suffix position, which
+           predicts every candidate's first token, and the candidate inputs), and each
+           candidate's log-probability is summed with one ``index_add`` per batch.
+        """
+        torch = self._torch
+        dev = self.device
+        width = total.shape[1]
+        rows: list[tuple[int, list[int]]] = []
+        for i, cs in enumerate(candidate_ids):
+            chunk: list[int] = []
+            used = 0
+            for j, c in enumerate(cs):
+                need = len(c) - 1
+                if chunk and used + need > self.max_packed_tokens:
+                    rows.append((i, chunk))
+                    chunk, used = [], 0
+                chunk.append(j)
+                used += need
+            if chunk:
+                rows.append((i, chunk))
+        if not rows:
+            return
+        # Common prefix; every prompt keeps at least one suffix token (its last position
+        # predicts the candidates' first tokens).
+        first = list(prompt_ids[rows[0][0]])
+        p_len = min(len(prompt_ids[i]) for i, _ in rows) - 1
+        for i in sorted({i for i, _ in rows}):
+            p = prompt_ids[i]
+            k = 0
+            while k < p_len and p[k] == first[k]:
+                k += 1
+            p_len = k
+        kv = self._prefix_cache(first[:p_len])
+        suf_len = [len(prompt_ids[i]) - p_len for i, _ in rows]
+        q_len = [sum(len(candidate_ids[i][j]) - 1 for j in ch) for i, ch in rows]
+        order = sorted(range(len(rows)), key=lambda r: (-(suf_len[r] + q_len[r]), r))
+        mdtype = self.base_model().dtype
+        min_val = torch.finfo(mdtype).min
+        keep_kw = self._supports("logits_to_keep")
+        acc = torch.zeros(len(total) * width, dtype=torch.float64, device=dev)
+        has = np.zeros(len(total) * width, dtype=bool)
+        for s in range(0, len(order), batch_size):
+            batch = order[s : s + batch_size]
+            b = len(batch)
+            sw = max(suf_len[r] for r in batch)
+            t = sw + max(q_len[r] for r in batch)
+            ids = np.full((b, t), self.pad_id, dtype=np.int64)
+            pos = np.zeros((b, t), dtype=np.int64)
+            seg = np.full((b, t), -1, dtype=np.int64)  # -1 padding, -2 suffix, j candidate
+            off = np.zeros((b, t), dtype=np.int64)
+            keep = np.zeros((b, t), dtype=bool)
+            lg_idx: list[np.ndarray] = []
+            tgt: list[np.ndarray] = []
+            cell: list[np.ndarray] = []
+            base = 0  # index of this row's first kept position in the flattened logits
+            for r, row in enumerate(batch):
+                i, chunk = rows[row]
+                suf = prompt_ids[i][p_len:]
+                n_s = len(suf)
+                ids[r, :n_s] = suf
+                pos[r, :n_s] = p_len + np.arange(n_s)
+                seg[r, :n_s] = -2
+                off[r, :n_s] = np.arange(n_s)
+                keep[r, n_s - 1] = True
+                # first tokens: predicted by the last suffix position
+                lg_idx.append(np.full(len(chunk), base))
+                tgt.append(np.array([candidate_ids[i][j][0] for j in chunk]))
+                cell.append(i * width + np.asarray(chunk))
+                at = sw
+                for j in chunk:
+                    c = candidate_ids[i][j]
+                    m = len(c) - 1
+                    if m:
+                        steps = np.arange(m)
+                        ids[r, at : at + m] = c[:-1]
+                        pos[r, at : at + m] = p_len + n_s + steps
+                        seg[r, at : at + m] = j
+                        off[r, at : at + m] = steps
+                        lg_idx.append(base + 1 + (at - sw) + steps)
+                        tgt.append(np.asarray(c[1:]))
+                        cell.append(np.full(m, i * width + j))
+                    at += m
+                keep[r, sw:at] = True
+                base += 1 + (at - sw)
+            seg_t = torch.from_numpy(seg).to(dev)
+            off_t = torch.from_numpy(off).to(dev)
+            is_suf = seg_t == -2
+            is_cand = seg_t >= 0
+            causal = off_t[:, None, :] <= off_t[:, :, None]
+            allowed = (is_suf[:, :, None] & is_suf[:, None, :] & causal) | (
+                is_cand[:, :, None]
+                & (is_suf[:, None, :] | ((seg_t[:, :, None] == seg_t[:, None, :]) & causal))
+            )
+            # padding queries see themselves only (no empty rows, no NaN)
+            allowed |= torch.eye(t, dtype=torch.bool, device=dev)[None] & (seg_t == -1)[:, :, None]
+            if p_len:
+                allowed = torch.cat(
+                    [torch.ones((b, t, p_len), dtype=torch.bool, device=dev), allowed], dim=-1
+                )
+            mask4 = torch.zeros(allowed.shape, dtype=mdtype, device=dev)
+            mask4.masked_fill_(~allowed, min_val)
+            kw: dict[str, Any] = {"attention_mask": mask4[:, None]}
+            kw["position_ids"] = torch.from_numpy(pos).to(dev)
+            if kv is not None:
+                kw["cache"] = self._expanded_cache(kv, b)
+                kw["use_cache"] = True
+            else:
+                kw["use_cache"] = False
+            keep_t = torch.from_numpy(keep).to(dev)
+            if keep_kw:
+                kw["logits_to_keep"] = keep_t
+            logits = self._forward(torch.from_numpy(ids).to(dev), **kw).logits
+            if logits.dim() == 3:  # models without boolean logits_to_keep
+                logits = logits[keep_t]
+            li = torch.from_numpy(np.concatenate(lg_idx)).to(dev)
+            ti = torch.from_numpy(np.concatenate(tgt)).to(dev)
+            ci = np.concatenate(cell)
+            lse = torch.logsumexp(logits.float(), dim=-1)
+            vals = logits[li, ti].float() - lse[li]
+            acc.index_add_(0, torch.from_numpy(ci).to(dev), vals.double())
+            has[ci] = True
+        out = acc.cpu().numpy()
+        flat = total.reshape(-1)
+        flat[has] = out[has]
 
     # ------------------------------------------------------------------ generation
     def generate(

@@ -29,7 +29,14 @@ the model (safetensors); the base LLM is referenced by name, never copied.
 
 Generation mode (:meth:`LLMRanker.recommend_generate`): the LLM writes a list of titles, which
 are matched back to the catalog (exact, then fuzzy); unmatched answers are counted. This is the
-setting of FaiRLLM (Zhang et al., "Is ChatGPT Fair for Recommendation?", RecSys 2023).
+setting of FaiRLLM (Zhang et al., "Is ChatGPT Fair for Recommendation?", RecSys 2023). With
+``mode="generate"`` the ranker's scores (and so ``recommend`` and the counterfactual audit) are the
+generated lists themselves: the matched items in the order written, every other item ``-inf``.
+
+Served models (``endpoint=``): the LLM is any model behind an OpenAI-compatible API
+(:class:`~debiasrec.lm.api.EndpointLM`: vLLM, SGLang, llama.cpp, Ollama, hosted APIs) instead of
+an in-process one; scoring mode needs a server that echoes prompt log-probabilities, generation
+mode any chat-completions server. Fine-tuning needs the weights, so it is in-process only.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from pydantic import Field
 
 from debiasrec.data.dataset import Dataset
 from debiasrec.errors import ConfigError, DataError
+from debiasrec.lm.api import EndpointSettings
 from debiasrec.lm.templates import ItemTemplate, TextRenderer, UserTemplate, recent_history
 from debiasrec.models.base import MODELS, ModelConfig, Recommender
 from debiasrec.models.capabilities import (
@@ -63,7 +71,20 @@ class LLMRankerConfig(ModelConfig):
     """Settings of :class:`LLMRanker`."""
 
     # language model
-    llm: str | None = Field(None, description="hub id, folder or .gguf path; None = SmolLM2-135M")
+    llm: str | None = Field(
+        None,
+        description="hub id, folder or .gguf path; None = SmolLM2-135M. With an endpoint: the "
+        "served model's tokenizer (scoring mode); None = endpoint.model",
+    )
+    endpoint: EndpointSettings | None = Field(
+        None, description="use the model served behind this OpenAI-compatible API"
+    )
+    mode: Literal["score", "generate"] = Field(
+        "score",
+        description="score: rank the retriever's candidates by likelihood; generate: the LLM "
+        "writes a top-generate_k list, matched to the catalog (other items -inf)",
+    )
+    generate_k: int = Field(10, ge=1, description="list length asked for in generate mode")
     llm_cache_dir: str | None = Field(None, description="dequantized-weights cache root")
     device: str = "auto"
     dtype: str = "float32"
@@ -113,6 +134,11 @@ class LLMRankerConfig(ModelConfig):
             raise ConfigError("llm_ranker: generate_instruction must contain '{user}'")
         if self.retriever.lower() == "llm_ranker":
             raise ConfigError("llm_ranker: the retriever cannot be another llm_ranker")
+        if self.endpoint is not None and self.finetune_users > 0:
+            raise ConfigError(
+                "llm_ranker: fine-tuning (finetune_users > 0) needs the model's weights; it "
+                "cannot be done through an endpoint"
+            )
 
 
 @dataclass(frozen=True)
@@ -210,6 +236,15 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         from debiasrec.lm.llm import CausalLM
 
         cfg = self.config
+        if cfg.endpoint is not None:
+            from debiasrec.lm.api import EndpointLM
+
+            return EndpointLM(
+                cfg.endpoint,
+                tokenizer=cfg.llm,
+                cache_dir=cfg.llm_cache_dir,
+                system_prompt=cfg.system_prompt,
+            )
         return CausalLM(
             cfg.llm,
             cache_dir=cfg.llm_cache_dir,
@@ -302,7 +337,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             self.retriever_ = self._retriever_class()(dict(cfg.retriever_params))
             self.retriever_.fit(train, valid=valid, rng=retr_seed)
         lm = getattr(self, "lm_", None)
-        if lm is None:
+        if lm is None or cfg.endpoint is not None:
             lm = self._make_lm()
         else:
             from debiasrec.lm.llm import remove_lora
@@ -310,6 +345,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             remove_lora(lm)
         self.lm_ = lm
         self._prior: dict[int, float] = {}
+        self.generation_stats_: list[dict[str, int]] = []
         self.finetune_losses_: list[float] = []
         self.finetune_seconds_ = 0.0
         if cfg.finetune_users > 0:
@@ -468,12 +504,47 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         users = self._check_users(user_codes)
         if len(users) == 0:
             return np.zeros((0, self.n_items_), dtype=np.float32)
+        if self.config.mode == "generate":
+            return self._generated_to_full(self._generate_logged(users, list(texts)))
         return self._to_full(self.candidate_scores(users, texts))
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         if len(users) == 0:
             return np.zeros((0, self.n_items_), dtype=np.float32)
+        if self.config.mode == "generate":
+            return self._generated_to_full(self._generate_logged(users, None))
         return self._to_full(self.candidate_scores(users))
+
+    def _generate_logged(self, users: np.ndarray, texts: Sequence[str] | None) -> GenerationResult:
+        """:meth:`recommend_generate` with ``generate_k``; its match counts are logged."""
+        res = self.recommend_generate(users, k=self.config.generate_k, texts=texts)
+        listed = int(res.n_listed.sum())
+        unmatched = int(res.n_unmatched.sum())
+        stats = {
+            "prompts": len(users), "listed": listed, "matched": listed - unmatched,
+            "unmatched": unmatched, "fuzzy": int(res.n_fuzzy.sum()),
+            "seen": int(res.n_seen.sum()), "duplicate": int(res.n_duplicate.sum()),
+            "in_list": int((res.items >= 0).sum()),
+        }  # fmt: skip
+        if not hasattr(self, "generation_stats_"):
+            self.generation_stats_ = []
+        self.generation_stats_.append(stats)
+        return res
+
+    def last_generation_stats(self) -> dict[str, int] | None:
+        """Match counts of the last generate-mode scoring call (``None`` in score mode)."""
+        log = getattr(self, "generation_stats_", None)
+        if self.config.mode != "generate" or not log:
+            return None
+        return dict(log[-1])
+
+    def _generated_to_full(self, res: GenerationResult) -> np.ndarray:
+        """Score rows: the generated items in written order (k, k-1, ...), all others -inf."""
+        n, k = res.items.shape
+        out = np.full((n, self.n_items_), -np.inf, dtype=np.float32)
+        rows, cols = np.nonzero(res.items >= 0)
+        out[rows, res.items[rows, cols]] = (k - cols).astype(np.float32)
+        return out
 
     # ------------------------------------------------------------------ generation
     def recommend_generate(
@@ -557,7 +628,8 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         from debiasrec.lm.llm import lora_state
 
         state = {f"retriever.{k}": v for k, v in self.retriever_._state().items()}
-        state.update({f"lora.{k}": v for k, v in lora_state(self.lm_).items()})
+        if self.config.endpoint is None:
+            state.update({f"lora.{k}": v for k, v in lora_state(self.lm_).items()})
         state["texts.titles"], state["texts.title_offsets"] = _encode_strings(self.titles_)
         state["texts.users"], state["texts.user_offsets"] = _encode_strings(self.user_texts_)
         state["finetune.losses"] = np.asarray(self.finetune_losses_, dtype=np.float64)
