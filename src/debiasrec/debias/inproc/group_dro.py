@@ -11,13 +11,15 @@ training step
    generalisation adjustment ``C / sqrt(n_g)``, ``n_g`` the group's training interactions);
 2. takes an exponentiated-gradient step ``q_g <- q_g * exp(eta * l_g)``, renormalised over the
    groups in the batch (groups absent from the batch keep their weight);
-3. trains on ``sum_g q_g l_g`` over the groups in the batch (renormalised ``q``), implemented as a
-   per-row weight ``w_r = q_g / Q * n_labelled / n_g(batch)`` on the model's own weighted loss
-   (``batch["weight"]``, which BPR puts on its BPR and L2 terms), times any weight already there;
-   rows of users without a group label keep weight 1.
+3. trains on ``sum_g q_g E[l | g]`` by importance weighting: every row of a user in group ``g``
+   gets the weight ``w_r = q_g / p_g`` on the model's own weighted loss (``batch["weight"]``,
+   which BPR puts on its BPR and L2 terms), times any weight already there, where ``p_g`` is the
+   group's share of the labelled training interactions; so the batch loss is an unbiased
+   estimate of ``sum_g q_g E[l | g]`` (the mean over a batch drawn with shares ``p_g``). Rows of
+   users without a group label keep weight 1.
 
 ``q`` starts at the groups' shares of the training interactions (``init = "proportional"``:
-``eta = 0`` is ordinary training) or uniform (``"uniform"``: group-balanced from the start, as in
+``w = 1``, so ``eta = 0`` is ordinary training) or uniform (``"uniform"``: group-balanced from the start, as in
 the paper). The groups are a sensitive attribute's (used in training only: the trained model
 scores every user the same way, without the attribute) or activity levels (``activity = true``:
 no sensitive attribute). ``q`` is logged at every validation as ``dro_q_<group>``.
@@ -75,19 +77,13 @@ def dro_update(
     return out
 
 
-def dro_row_weights(q: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Per-row weights whose weighted batch mean equals ``sum_g q_g l_g / sum_g q_g`` over the
-    present groups (times the labelled share of the batch); unlabelled rows (``-1``) get 1.
-
-    ``counts[g]`` is the (weighted) number of batch rows of group ``g``.
-    """
-    present = counts > 0
-    n_lab = counts.sum()
-    qn = torch.where(present, q, torch.zeros_like(q))
-    qn = qn / qn.sum().clamp_min(1e-30)
-    per_group = torch.where(present, qn * n_lab / counts.clamp_min(1e-30), torch.zeros_like(q))
+def dro_row_weights(q: torch.Tensor, labels: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """Per-row importance weights ``q_g / p_g`` (``share[g] = p_g``, the group's share of the
+    labelled training interactions); unlabelled rows (``-1``) and groups without training rows
+    get 1."""
+    ratio = torch.where(share > 0, q / share.clamp_min(1e-30), torch.ones_like(q))
     safe = labels.clamp_min(0)
-    return torch.where(labels >= 0, per_group[safe], torch.ones_like(per_group[safe]))
+    return torch.where(labels >= 0, ratio[safe], torch.ones_like(ratio[safe]))
 
 
 @STRATEGIES.register
@@ -122,10 +118,9 @@ class GroupDRO(InprocStrategy[GroupDROConfig]):
             np.where(n_g > 0, cfg.adjustment / np.sqrt(np.maximum(n_g, 1.0)), 0.0),
             dtype=torch.float64,
         )
-        if cfg.init == "uniform":
-            q = (n_g > 0) / max((n_g > 0).sum(), 1)
-        else:
-            q = n_g / max(n_g.sum(), 1.0)
+        share = n_g / max(n_g.sum(), 1.0)
+        self._share = torch.tensor(share, dtype=torch.float64)
+        q = (n_g > 0) / max((n_g > 0).sum(), 1) if cfg.init == "uniform" else share
         self.q = torch.tensor(q, dtype=torch.float64)
 
     def before_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
@@ -160,8 +155,9 @@ class GroupDRO(InprocStrategy[GroupDROConfig]):
         present = cnt > 0
         group_loss = tot / cnt.clamp_min(1e-30) + self._adjust
         self.q = dro_update(self.q, group_loss, present, self.config.eta)
-        local = torch.zeros(n_cls, dtype=torch.float64).index_add_(0, lab[keep], base[keep])
-        w = dro_row_weights(self.q, lab, local)
+        w = dro_row_weights(self.q, lab, self._share)
+        if w0 is None and bool((w == 1.0).all()):
+            return  # nothing to reweight: leave the batch (and the model's loss path) as is
         batch["weight"] = (base * w).to(torch.float32)
 
     def validation_metrics(self, model: Trainable, valid_users: np.ndarray) -> dict[str, float]:

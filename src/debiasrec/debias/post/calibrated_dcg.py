@@ -163,16 +163,17 @@ class _Problem:
         q = np.divide(mass, s, out=np.zeros_like(mass), where=s > 0)
         return divergence(p, (1.0 - self.alpha) * q + self.alpha * p, self.kind)
 
-    def value(self, idx: np.ndarray) -> np.ndarray:
-        """``F`` of lists given as candidate columns ``idx`` ``[n, m]`` (sorted, -1 = none)."""
-        n = idx.shape[0]
+    def value(self, idx: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``F`` of lists given as candidate columns ``idx`` ``[n, m]`` (sorted, -1 = none) of
+        the users ``rows`` of the block (default: all, in order)."""
         ok = idx >= 0
         safe = np.where(ok, idx, 0)
-        r = np.arange(n)[:, None]
+        rows = np.arange(idx.shape[0]) if rows is None else np.asarray(rows)
+        r = rows[:, None]
         g = np.where(ok, self.gain[r, safe], 0.0)
         dcg = (g * self.disc[: idx.shape[1]]).sum(axis=1)
         mass = (self.dist[r, safe] * ok[..., None]).sum(axis=1)
-        return self.a * dcg - self.b * self.div(mass, self.p)
+        return self.a * dcg - self.b * self.div(mass, self.p[rows])
 
     def greedy(self) -> np.ndarray:
         """Steck-style greedy (item ``t`` at position ``t``); columns sorted, -1 padded."""
@@ -340,7 +341,8 @@ class _Problem:
             np.concatenate([np.zeros(nx), np.log(np.maximum(lo_q, 1e-300))]),
             np.concatenate([np.ones(nx), np.zeros(n_s)]),
         )
-        best, best_val, gap = fallback, float(self.value(fallback[None])[0]), np.nan
+        one = np.array([u])
+        best, best_val, gap = fallback, float(self.value(fallback[None], one)[0]), np.nan
         const = self.b * float(np.sum(p[support] * np.log(p[support])))
         for _ in range(rounds):
             res = milp(
@@ -361,7 +363,7 @@ class _Problem:
             picked = np.flatnonzero(chosen > 0.5)
             out = np.full(self.k, -1, dtype=np.int64)
             out[: len(picked)] = np.sort(cand[picked])
-            val = float(self.value(out[None])[0])
+            val = float(self.value(out[None], one)[0])
             bound = -float(res.fun) - const  # upper bound of F over all lists
             if val > best_val:
                 best, best_val = out, val
