@@ -12,12 +12,9 @@ from _rerank_helpers import context, recs
 from debiasrec.data import random_split
 from debiasrec.data.synthetic import SyntheticConfig, generate
 from debiasrec.debias.post import (
-    RERANKERS,
     CalibratedDCGReranker,
     CalibratedReranker,
     SelfCalibrator,
-    candidates,
-    measure,
 )
 from debiasrec.debias.post.calibrated_dcg import (
     calibrated_dcg_gap,
