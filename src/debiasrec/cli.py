@@ -460,17 +460,10 @@ def audit(recs, test, users, attr, k, items, train, n_boot, seed, out, quiet) ->
               show_default=True,
               help="score: rank retriever candidates by log-likelihood (needs prompt "
                    "log-probabilities); generate: the LLM writes a list.")  # fmt: skip
-@click.option(
-    "--api-key-env",
-    default="OPENAI_API_KEY",
-    show_default=True,
-    help="Environment variable holding the API key (never written anywhere).",
-)
-@click.option(
-    "--tokenizer",
-    default=None,
-    help="The served model's tokenizer (folder, hub id, .gguf) for --mode score.",
-)
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the API key (never written anywhere).")
+@click.option("--tokenizer", default=None,
+              help="The served model's tokenizer (folder, hub id, .gguf) for --mode score.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, help="Seconds per API request.")  # fmt: skip

@@ -134,7 +134,6 @@ def dump_toml(cfg: BaseModel, path: str | Path) -> None:
 # ------------------------------------------------------------------------ registered components
 _BUILTIN_ERRORS = frozenset(get_args(ErrorType))
 
-
 def relocate(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[Any]:
     """The errors of ``exc`` with ``prefix`` put before their locations (to re-raise nested)."""
     out = []

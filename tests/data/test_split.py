@@ -389,9 +389,7 @@ def test_split_from_frames_round_trip_and_errors():
     frames = [p.interactions_frame() for p in sp]
     again = split_from_frames(ds, *frames)
     for a, b in zip(sp, again, strict=True):
-        assert sorted(zip(a.users, a.items, strict=True)) == sorted(
-            zip(b.users, b.items, strict=True)
-        )
+        assert sorted(zip(a.users, a.items, strict=True)) == sorted(zip(b.users, b.items, strict=True))
     with pytest.raises(DataError, match="in no part"):
         split_from_frames(ds, frames[0], frames[1], frames[2].iloc[1:])
     with pytest.raises(DataError, match="already in another part"):

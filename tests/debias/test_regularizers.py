@@ -43,11 +43,7 @@ def _train_pairs(model, ds, sp, rng=0):
 def test_focf_non_parity_reduces_non_parity(split):
     ds, sp = split
     base = BPR(dim=16, train=TRAIN).fit(sp.train, valid=sp.valid, rng=0)
-    reg = BPR(
-        dim=16,
-        train=TRAIN,
-        strategies=[FOCFRegularizer(attr="gender", unfairness="non_parity", weight=50.0)],
-    )
+    reg = BPR(dim=16, train=TRAIN, strategies=[FOCFRegularizer(attr="gender", unfairness="non_parity", weight=50.0)])
     reg.fit(sp.train, valid=sp.valid, rng=0)
     assert "loss_focf_non_parity" in reg.history_.epochs[0]
 
@@ -86,9 +82,7 @@ def test_regularizer_errors(split):
     with pytest.raises(ConfigError, match="weight"):
         UtilityGapPenalty(attr="gender", weight=-1.0)
     with pytest.raises(ConfigError, match="disadvantaged"):
-        BPR(dim=4, train={"epochs": 1}, strategies=[FOCFRegularizer(attr="age")]).fit(
-            sp.train, rng=0
-        )
+        BPR(dim=4, train={"epochs": 1}, strategies=[FOCFRegularizer(attr="age")]).fit(sp.train, rng=0)
     # A model without the declared capabilities is refused before training starts.
     with pytest.raises(ConfigError, match="PairwiseTraining"):
         MultVAE(

@@ -227,10 +227,7 @@ def test_capabilities_are_checked_before_training(tmp_path: Path) -> None:
         'inproc = [{ kind = "utility_gap", attr = "gender" }]\n'
     )
     msg = str(pytest.raises(ConfigError, load_config, bad).value)
-    assert (
-        "methods[0].inproc[0]: strategy 'multitask' needs a model with ItemRepresentation; model 'multvae'"
-        in msg
-    )
+    assert "methods[0].inproc[0]: strategy 'multitask' needs a model with ItemRepresentation; model 'multvae'" in msg
     assert "methods[0].inproc[1]: strategy 'focf' needs a model with PairwiseTraining" in msg
     assert "methods[1].pre[0]: transform 'group_reweight' sets interaction weights" in msg
     assert "methods[1].inproc[0]: strategy 'utility_gap' needs a model with PairwiseTraining" in msg

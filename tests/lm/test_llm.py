@@ -271,11 +271,8 @@ def test_real_smollm2_gguf_offline(tmp_path) -> None:
     naive = lm.score_candidates([prompt], cands, method="naive")
     np.testing.assert_allclose(packed.sum, naive.sum, atol=1e-3)
     # the shared-prefix path (default) equals the previous packed path on a batch of prompts
-    prompts = [
-        prompt,
-        "User: age 35. Recently watched: Heat; Fargo. Recommend one movie.",
-        "User: no profile. Recommend one movie, title only.",
-    ]
+    prompts = [prompt, "User: age 35. Recently watched: Heat; Fargo. Recommend one movie.",
+               "User: no profile. Recommend one movie, title only."]
     many = [cands[0], ["Heat", "Casablanca", "Twelve Monkeys"], ["Toy Story", "Jaws"]]
     shared = lm.score_candidates(prompts, many, method="shared", batch_size=2)
     old = lm.score_candidates(prompts, many, method="packed", batch_size=2)

@@ -509,7 +509,9 @@ class Dataset:
         for name in attrs:
             cat = self.user_groups(name)
             out[name] = (
-                cat if users is None else take_groups(cat, np.asarray(users, dtype=np.int64))
+                cat
+                if users is None
+                else take_groups(cat, np.asarray(users, dtype=np.int64))
             )
         return out
 

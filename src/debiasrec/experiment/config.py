@@ -137,9 +137,7 @@ class ExperimentConfig(BaseModel):
     name: str = "experiment"
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    models: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec.model_validate({"kind": "pop"})]
-    )
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec.model_validate({"kind": "pop"})])
     eval: EvalConfig = Field(default_factory=EvalConfig)
     methods: list[MethodSpec] = Field(
         default_factory=list, description="debiasing methods (see debiasrec.experiment.methods)"

@@ -313,10 +313,8 @@ def run_audit(
             st = st or {**tot, "prompts": sum(x["prompts"] for x in gen_stats.values()),
                         "in_list": sum(x["in_list"] for x in gen_stats.values())}  # fmt: skip
             rate = st["matched"] / st["listed"] if st["listed"] else float("nan")
-            for metric, value in (
-                ("gen_match_rate", rate),
-                ("gen_items_per_list", st["in_list"] / st["prompts"]),
-            ):
+            for metric, value in (("gen_match_rate", rate),
+                                  ("gen_items_per_list", st["in_list"] / st["prompts"])):
                 rows.append(dict(method=method, seed=cfg.seed, metric=metric, group=label,
                                  value=value, ci_low=np.nan, ci_high=np.nan,
                                  n=st["prompts"]))  # fmt: skip

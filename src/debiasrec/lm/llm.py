@@ -431,7 +431,9 @@ class CausalLM:
                     for r, vals in enumerate(rows):
                         total[s + r, : len(vals)] = vals
             else:
-                raise ConfigError(f"method must be 'shared', 'packed' or 'naive', got {method!r}")
+                raise ConfigError(
+                    f"method must be 'shared', 'packed' or 'naive', got {method!r}"
+                )
         return CandidateLogProbs(sum=total, n_tokens=counts)
 
     def _forward(self, ids: Any, **kw: Any) -> Any:

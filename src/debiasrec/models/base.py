@@ -80,9 +80,7 @@ class Recommender(ABC, Generic[C]):
     config: C
 
     def __init__(self, config: C | dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.config = cast(
-            C, build_config(self.Config, config, kwargs, what=f"model {self.name!r}")
-        )
+        self.config = cast(C, build_config(self.Config, config, kwargs, what=f"model {self.name!r}"))
 
     @classmethod
     def capabilities(cls, config: ModelConfig | None = None) -> set[type]:

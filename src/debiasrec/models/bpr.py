@@ -131,16 +131,7 @@ class _MF(torch.nn.Module):
 
 @MODELS.register
 class BPR(
-    TorchRecommender[BPRConfig],
-    UserRepresentation,
-    ItemRepresentation,
-    PairScorer,
-    PairwiseTraining,
-    WeightedTraining,
-    UserEmbeddings,
-    ItemEmbeddings,
-    SparseTables,
-    UserFilterHost,
+    TorchRecommender[BPRConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, WeightedTraining, UserEmbeddings, ItemEmbeddings, SparseTables, UserFilterHost
 ):
     """Matrix factorisation with the BPR pairwise loss."""
 

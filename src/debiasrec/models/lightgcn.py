@@ -72,14 +72,7 @@ def normalized_adjacency(csr, n_users: int, n_items: int) -> torch.Tensor:
 
 @MODELS.register
 class LightGCN(
-    TorchRecommender[LightGCNConfig],
-    UserRepresentation,
-    ItemRepresentation,
-    PairScorer,
-    PairwiseTraining,
-    WeightedTraining,
-    UserEmbeddings,
-    UserFilterHost,
+    TorchRecommender[LightGCNConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, WeightedTraining, UserEmbeddings, UserFilterHost
 ):
     """Graph-convolutional MF with layer-mean embeddings, trained with BPR."""
 

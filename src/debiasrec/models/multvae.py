@@ -86,12 +86,7 @@ class _VAE(torch.nn.Module):
 
 @MODELS.register
 class MultVAE(
-    TorchRecommender[MultVAEConfig],
-    UserRepresentation,
-    PairScorer,
-    WeightedTraining,
-    UserEmbeddings,
-    UserFilterHost,
+    TorchRecommender[MultVAEConfig], UserRepresentation, PairScorer, WeightedTraining, UserEmbeddings, UserFilterHost
 ):
     """Variational autoencoder over user interaction rows."""
 

@@ -126,15 +126,7 @@ class _Towers(torch.nn.Module):
 
 @MODELS.register
 class TextTwoTower(
-    TorchRecommender[TextTwoTowerConfig],
-    UserRepresentation,
-    ItemRepresentation,
-    PairScorer,
-    PairwiseTraining,
-    UserEmbeddings,
-    ItemEmbeddings,
-    UserFilterHost,
-    TextScorer,
+    TorchRecommender[TextTwoTowerConfig], UserRepresentation, ItemRepresentation, PairScorer, PairwiseTraining, UserEmbeddings, ItemEmbeddings, UserFilterHost, TextScorer
 ):
     """Two towers over frozen (or last-layer-tuned) sentence-encoder embeddings."""
 

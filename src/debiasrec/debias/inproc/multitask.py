@@ -92,7 +92,6 @@ from debiasrec.training.trainer import Trainable
 class _Host(Trainable, UserRepresentation, ItemRepresentation, Protocol):
     """What the task heads use of a model (checked by ``InprocStrategy.check_model``)."""
 
-
 TASK_KINDS: tuple[str, ...] = ("genre", "like", "rating", "text")
 #: Prefix of every loss term a MultiTask strategy returns.
 TERM_PREFIX = "mt_"
@@ -564,7 +563,15 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             params[j].grad = None if not present else torch.stack(present).sum(0)
         if shared:
             flat = torch.stack(
-                [torch.cat([_or_zeros(p[j], params[j]).reshape(-1) for j in shared]) for p in per]
+                [
+                    torch.cat(
+                        [
+                            _or_zeros(p[j], params[j]).reshape(-1)
+                            for j in shared
+                        ]
+                    )
+                    for p in per
+                ]
             )
             update = pcgrad_project(flat, self._rng).sum(0)
             pos = 0

@@ -225,9 +225,7 @@ class SelfCalibrator:
     """
 
     def __init__(self, config: SelfCalibrationConfig | dict[str, Any] | None = None, **kwargs: Any):
-        self.config = build_config(
-            SelfCalibrationConfig, config, kwargs, what="the self-calibration controller"
-        )
+        self.config = build_config(SelfCalibrationConfig, config, kwargs, what="the self-calibration controller")
         config = self.config
 
     def fit(
