@@ -72,6 +72,9 @@ def test_women_unchanged_men_lowered_is_levelling_down() -> None:
     assert r.better_change == pytest.approx(-0.05) and r.better_status == "lost"
     assert r.better_ci_high < 0 and r.n_worse == 6 and r.n_better == 8
     assert r.gap_change == pytest.approx(-0.05) and r.verdict == "levelling down"
+    # every bootstrap replicate lowers the gap by 0.05: the CI is that point, p tiny
+    assert r.gap_ci_low == pytest.approx(-0.05) and r.gap_ci_high == pytest.approx(-0.05)
+    assert r.gap_p_value < 0.01
 
 
 def test_women_raised_is_levelling_up() -> None:

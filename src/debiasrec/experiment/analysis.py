@@ -65,6 +65,9 @@ LEVELLING_COLUMNS = [
     "base_gap",
     "method_gap",
     "gap_change",
+    "gap_ci_low",
+    "gap_ci_high",
+    "gap_p_value",
     "worse_change",
     "worse_ci_low",
     "worse_ci_high",
@@ -222,7 +225,8 @@ def levelling_down(
     users of ``method - base`` with a paired bootstrap CI and a sign-flip p-value
     (:func:`debiasrec.metrics.fairness.paired_test`, ``statistic="mean"``);
     :func:`change_status` classifies it and :func:`levelling_verdict` names the outcome. The
-    gap is ``max - min`` of the group means over the same groups.
+    gap is ``max - min`` of the group means over the same groups; ``gap_ci_*`` and
+    ``gap_p_value`` are the stratified paired bootstrap of its change (``statistic="gap"``).
 
     Args:
         evaluations: ``{(method, seed): Evaluation}``.
@@ -271,6 +275,12 @@ def levelling_down(
                 "method_gap": meth_gap,
                 "gap_change": meth_gap - base_gap,
             }
+            gt = paired_test(
+                a, b, groups=take_groups(cat, users), n_boot=n_boot, rng=rng, statistic="gap",
+                ci=1 - alpha,
+            )  # fmt: skip
+            row["gap_ci_low"], row["gap_ci_high"] = float(gt["ci_low"]), float(gt["ci_high"])
+            row["gap_p_value"] = float(gt["p_value"])
             for side, g in (("worse", worse), ("better", better)):
                 sel = codes == g
                 with warnings.catch_warnings():
