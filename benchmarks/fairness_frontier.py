@@ -12,6 +12,9 @@ and writes the RESULTS.md section and the Pareto plots under ``docs/fairness/``)
 * ``experiment``: one ``debiasrec`` experiment (``run_experiment``) with every group-gap and
   calibration method on both base models; the result folder holds ``levelling.parquet`` (who
   paid for each gap change, paired over each group's users, seed-averaged).
+* ``splits``: robustness of the gender methods over five random splits (split seed = model seed
+  = 0..4), since one split's test gap is a noisy estimate of the gap;
+* ``milp``: the local search's distance from the exact (MILP) calibrated optimum on a user sample;
 * ``leakage``: gender leakage of the user representations under adversarial removal, on BPR and
   on the history-only TextTwoTower, probed by fresh attackers (LR and MLP, probe seed 7) in two
   protocols: *all users* (the adversary trained with every user's label; the attacker's CV folds
@@ -20,6 +23,8 @@ and writes the RESULTS.md section and the Pareto plots under ``docs/fairness/``)
 
     python benchmarks/fairness_frontier.py --part experiment [--seeds 0,1,2,3,4]
     python benchmarks/fairness_frontier.py --part leakage [--seeds 0,1,2,3,4]
+    python benchmarks/fairness_frontier.py --part splits [--seeds 0,1,2,3,4]
+    python benchmarks/fairness_frontier.py --part milp [--milp-users 30]
     python benchmarks/fairness_frontier.py --part report [--write]
 """
 
@@ -160,6 +165,80 @@ def part_experiment(args: argparse.Namespace) -> None:
     print(json.dumps(meta, indent=1))
 
 
+def splits_config(seed: int) -> Any:
+    """Robustness check: the gender methods on split ``seed`` with model seed ``seed``."""
+    from debiasrec.experiment.config import ExperimentConfig
+
+    act = {"kind": "activity_reweight", "beta": 0.5}
+    gf = [
+        {"kind": "group_fair", "attr": "gender", "label": "gf", "self_calibrate": {"target": GAP_G}}
+    ]
+    return ExperimentConfig.model_validate(
+        {
+            "name": f"fairness-splits-{seed}",
+            "data": {"source": "ml-100k", "sensitive": ["gender", "age"]},
+            "split": {"method": "random", "ratios": [0.8, 0.1, 0.1], "seed": seed},
+            "models": [{"kind": "bpr"}, {"kind": "ials"}],
+            "methods": [
+                {"name": "bpr-post", "model": "bpr", "post": gf},
+                {"name": "bpr-act-dro", "model": "bpr", "pre": [act], "inproc": [{"kind": "group_dro", "attr": "gender", "eta": 0.01}], "post": gf},
+                {"name": "ials-post", "model": "ials", "post": gf},
+                {"name": "ials-reweight", "model": "ials", "pre": [{"kind": "group_reweight", "attr": "gender"}], "post": gf},
+            ],
+            "eval": {"ks": [K], "metrics": ["ndcg"], "attrs": ["gender"], "n_boot": 500},
+            "seeds": [seed],
+            "explain_users": 0,
+        }
+    )  # fmt: skip
+
+
+def part_splits(args: argparse.Namespace) -> None:
+    from debiasrec.experiment.runner import run_experiment
+
+    torch.set_num_threads(1)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        t0 = time.perf_counter()
+        run_experiment(
+            splits_config(seed),
+            OUT / f"split{seed}",
+            cache=OUT / "cache",
+            on_event=lambda m, t0=t0: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", flush=True),
+        )
+
+
+def part_milp(args: argparse.Namespace) -> None:
+    """How far the greedy and the local search are from the MILP optimum (a user sample)."""
+    from debiasrec.data import load_dataset, random_split
+    from debiasrec.debias.post import CalibratedDCGReranker, RerankContext, candidates
+    from debiasrec.debias.post.calibrated_dcg import calibrated_dcg_gap
+    from debiasrec.models import BPR
+    from debiasrec.models.base import Recs
+
+    torch.set_num_threads(1)
+    ds, _ = load_dataset("ml-100k")
+    split = random_split(ds, rng=SPLIT_SEED)
+    model = BPR().fit(split.train, valid=split.valid, rng=0)
+    ctx = RerankContext.from_datasets(split.train, split.valid)
+    vusers = np.flatnonzero(split.valid.user_counts() > 0)
+    tusers = np.flatnonzero(split.test.user_counts() > 0)
+    vcand = candidates(model.score, vusers, n=100, exclude=[split.train.csr()])
+    cand = candidates(model.score, tusers, n=100, exclude=[split.train.csr(), split.valid.csr()])
+    pick = np.sort(
+        np.random.default_rng(0).choice(len(tusers), size=args.milp_users, replace=False)
+    )
+    sub = Recs(cand.users[pick], cand.items[pick], cand.scores[pick])
+    rows = []
+    for lam in (0.1, 0.3):
+        r = CalibratedDCGReranker(strength=lam, k=K, milp_time_limit=60.0).fit(ctx, vcand)
+        t = time.perf_counter()
+        gap = calibrated_dcg_gap(r, sub, ctx)
+        rows.append(
+            {"strength": lam, "users": len(pick), "seconds": time.perf_counter() - t, **gap}
+        )
+        print(rows[-1], flush=True)
+    pd.DataFrame(rows).to_parquet(OUT / "milp.parquet", index=False)
+
+
 # ---------------------------------------------------------------------------------- leakage
 def _masked(train: Any, hidden: np.ndarray, attr: str = "gender") -> Any:
     """``train`` with ``attr`` missing for the ``hidden`` user codes (labels the adversary
@@ -252,7 +331,10 @@ def part_leakage(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------- report
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["experiment", "leakage", "report"], required=True)
+    ap.add_argument(
+        "--part", choices=["experiment", "leakage", "splits", "milp", "report"], required=True
+    )
+    ap.add_argument("--milp-users", type=int, default=30)
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--models", default="bpr,ials")
     ap.add_argument("--cache", default=None, help="TextTwoTower embedding cache")
@@ -269,6 +351,10 @@ def main() -> None:
         part_experiment(args)
     elif args.part == "leakage":
         part_leakage(args)
+    elif args.part == "splits":
+        part_splits(args)
+    elif args.part == "milp":
+        part_milp(args)
     else:
         from _fairness_report import report
 
