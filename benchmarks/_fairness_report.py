@@ -122,7 +122,7 @@ def _pareto_svg(points: list[tuple[str, float, float, bool]], title: str, xlabel
 
 
 def _splits_section(targets: list[str]) -> list[str]:
-    """Gender methods over five random splits (split seed = model seed): mean [t-interval]."""
+    """Gender methods over random splits (split seed = model seed): mean [t-interval]."""
     folders = sorted(OUT.glob("split[0-9]*"))
     if not folders:
         return []
@@ -148,15 +148,18 @@ def _splits_section(targets: list[str]) -> list[str]:
         return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
     out = [
-        "### Gender methods over five random splits",
+        f"### Gender methods over {len(folders)} random splits",
         "",
-        f"Split seed = model seed = 0..{len(folders) - 1} (one model per split), the same "
+        f"Split seeds {', '.join(f.name[5:] for f in folders)} (model seed = split seed, one "
+        "model per split), the same "
         "validation-only tuning; mean over splits [95% t-interval over splits]. One split's test "
         "gap is a noisy estimate (273 women, 670 men): this is what the methods do on average.",
         "",
         "| method | base gender gap | gap cut | NDCG@10 loss | worse-off group change | better-off group change | worse-off group gained / stayed / lost (splits) | verdicts |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    met = False
+    near: tuple[str, float, float, str, str] | None = None
     for m, sub in df.groupby("method", sort=False):
         counts = "/".join(str(int((sub.status == s).sum())) for s in ("gained", "stayed", "lost"))
         verdicts = ", ".join(f"{v} x{n}" for v, n in sub.verdict.value_counts().items())
@@ -167,11 +170,20 @@ def _splits_section(targets: list[str]) -> list[str]:
         mean_cut, mean_loss = float(sub.cut.mean()), float(sub.loss.mean())
         lo_f = t_interval(sub.f.to_numpy(dtype=float))[1]
         if mean_cut >= 0.5 and mean_loss <= 0.03 and lo_f >= 0:
+            met = True
             targets.append(
-                f"- over five random splits, `{m}` cuts the gender gap {mean_cut:.0%} at "
+                f"- over {len(folders)} random splits, `{m}` cuts the gender gap {mean_cut:.0%} at "
                 f"{mean_loss:.1%} loss with the worse-off group not lower (t-interval low "
                 f"{lo_f:+.4f})"
             )
+        elif mean_cut >= 0.5 and lo_f >= 0 and (near is None or mean_loss < near[2]):
+            near = (m, mean_cut, mean_loss, ci(sub.f, "+.4f"), ci(sub.m, "+.4f"))
+    if not met and near is not None:
+        targets.append(
+            f"- over {len(folders)} random splits no method cuts the gender gap >= 50% at <= 3% "
+            f"loss with the worse-off group not lower; closest: `{near[0]}`, cut {near[1]:.0%} at "
+            f"{near[2]:.1%} loss, worse-off group (F) {near[3]}, better-off group (M) {near[4]}"
+        )
     out.append("")
     return out
 
@@ -200,7 +212,7 @@ def report(args: Any) -> None:
             + " min, 1-min load average at the starts "
             + ", ".join(m["load_start"][0] for m in ms_)
             + "; the result folder was then assembled from the cache by one run over every seed "
-            f"({meta['seconds'] / 60:.0f} min)"
+            f"({meta['seconds']:.0f} s)"
         )
     else:
         timing = (
@@ -284,7 +296,7 @@ def report(args: Any) -> None:
             targets.append(
                 f"- {base_name}, gender gap cut >= 50% with women not lower and loss <= 3%: **met** "
                 f"by `{_suffix(x[0], base)}` (cut {x[4]:.0%}, loss {x[2]:.1%}, F change "
-                f"{_change(x[5], 'worse')})"
+                f"{_change(x[5], 'worse')}, M change {_change(x[5], 'better')}; {x[5].verdict})"
             )
         else:
             targets.append(
@@ -293,7 +305,8 @@ def report(args: Any) -> None:
                 + (
                     f"; the largest cut with women not lower and loss <= 3% is {best[4]:.0%} "
                     f"(`{_suffix(best[0], base)}`, loss {best[2]:.1%}, F change "
-                    f"{_change(best[5], 'worse')})"
+                    f"{_change(best[5], 'worse')}, M change {_change(best[5], 'better')}; "
+                    f"{best[5].verdict})"
                     if best
                     else ""
                 )
@@ -556,6 +569,11 @@ def report(args: Any) -> None:
     )
     print(body)
     if args.write:
-        write_section(SECTION, "python benchmarks/fairness_frontier.py --part experiment && "
-                      "python benchmarks/fairness_frontier.py --part leakage && "
-                      "python benchmarks/fairness_frontier.py --part report --write", body)  # fmt: skip
+        script = "python benchmarks/fairness_frontier.py"
+        command = (
+            f"{script} --part experiment --seeds S --run sS (S = 0..4; optional, seeds in "
+            f"parallel processes sharing the stage cache) && {script} --part experiment && "
+            f"{script} --part leakage && {script} --part splits && {script} --part milp && "
+            f"{script} --part report --write"
+        )
+        write_section(SECTION, command, body)

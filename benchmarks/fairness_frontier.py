@@ -12,8 +12,8 @@ and writes the RESULTS.md section and the Pareto plots under ``docs/fairness/``)
 * ``experiment``: one ``debiasrec`` experiment (``run_experiment``) with every group-gap and
   calibration method on both base models; the result folder holds ``levelling.parquet`` (who
   paid for each gap change, paired over each group's users, seed-averaged).
-* ``splits``: robustness of the gender methods over five random splits (split seed = model seed
-  = 0..4), since one split's test gap is a noisy estimate of the gap;
+* ``splits``: robustness of the gender methods over random splits (split seed = model seed,
+  ``--seeds``), since one split's test gap is a noisy estimate of the gap;
 * ``milp``: the local search's distance from the exact (MILP) calibrated optimum on a user sample;
 * ``leakage``: gender leakage of the user representations under adversarial removal, on BPR and
   on the history-only TextTwoTower, probed by fresh attackers (LR and MLP, probe seed 7) in two
