@@ -56,7 +56,11 @@ def _describe(label: str, base: str) -> str:
     s = _suffix(label, base)
     m = re.match(r"^(.*)@([0-9.]+)$", s)
     if m:
-        return f"{DESCRIBE.get(m.group(1), m.group(1))}, strength {m.group(2)}"
+        # A strength-grid point is not self-calibrated: drop the validation target from the text.
+        desc = re.sub(
+            r"\s*\([^)]*(self-calibrated|valid )[^)]*\)", "", DESCRIBE.get(m.group(1), m.group(1))
+        )
+        return f"{desc}, fixed strength {m.group(2)} (grid point)"
     return DESCRIBE.get(s, s)
 
 
