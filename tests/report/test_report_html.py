@@ -102,3 +102,32 @@ def test_lorenz_curve() -> None:
     assert y.tolist() == pytest.approx([0, 0, 0, 0.25, 1.0])
     x, y = lorenz([2, 2, 2])
     assert y.tolist() == pytest.approx(x.tolist())
+
+
+def test_per_group_bars_mark_levelling_down(report_run: Path, tmp_path: Path) -> None:
+    page = (report_run / "report.html").read_text()
+    groups = _section(page, "groups")
+    assert "who paid (gender)" in groups and "who paid (age)" in groups
+    lev = pd.read_parquet(report_run / "levelling.parquet")
+    assert {"bpr-adv", "bpr-cal"} <= set(lev.method)
+    # a hand-set verdict: bpr-cal closed the gender gap by lowering the better-off group
+    folder = tmp_path / "levelled"
+    shutil.copytree(report_run, folder, ignore=shutil.ignore_patterns("cache", "models"))
+    row = (lev.method == "bpr-cal") & (lev.attr == "gender")
+    lev.loc[row, ["worse_change", "worse_ci_low", "worse_ci_high", "worse_status"]] = [
+        0.0, -0.01, 0.01, "stayed",
+    ]  # fmt: skip
+    lev.loc[row, ["better_change", "better_ci_low", "better_ci_high", "better_status"]] = [
+        -0.03, -0.05, -0.01, "lost",
+    ]  # fmt: skip
+    lev.loc[row, ["gap_change", "verdict"]] = [-0.03, "levelling down"]
+    lev.to_parquet(folder / "levelling.parquet")
+    page = write_report(folder).read_text()
+    groups = _section(page, "groups")
+    assert "bpr-cal [LEVELLING DOWN]" in groups  # the legend entry of its bars
+    assert '<td class="warn">levelling down</td>' in groups
+    assert "-0.0300 [-0.0500, -0.0100] lost" in groups
+    md = (folder / "report.md").read_text()
+    assert "## Who paid for a smaller gap (levelling down)" in md
+    line = next(x for x in md.splitlines() if x.startswith("| bpr-cal | gender"))
+    assert "**levelling down**" in line and "+0.0000 [-0.0100, +0.0100] stayed" in line

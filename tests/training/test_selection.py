@@ -119,3 +119,41 @@ def test_rising_accuracy_keeps_training_until_a_better_feasible_epoch(monkeypatc
     leak = [0.50, 0.70, 0.70, 0.52, 0.70, 0.70]
     model, hist = _run(monkeypatch, leak, {"leak_auc_gender": 0.55}, patience=1, ndcg=ndcg)
     assert hist.best_epoch == 3 and model.module.w.item() == 3.0
+
+
+class _Worst(_Script):
+    """Also reports a per-group number; records the validation data it was given."""
+
+    def __init__(self, worst):
+        super().__init__([0.5] * len(worst))
+        self.worst = worst
+        self.seen_valid = None
+
+    def setup_validation(self, model, train, valid):
+        self.seen_valid = valid
+
+    def validation_metrics(self, model, valid_users):
+        return {"valid_worst_ndcg@10_gender": self.worst[self.epoch]}
+
+
+def test_select_metric_picks_the_epoch_by_a_strategy_number(monkeypatch):
+    # overall NDCG peaks at epoch 1, the worst group's at epoch 3: select_metric follows the latter
+    worst = [0.05, 0.10, 0.12, 0.20, 0.11, 0.09]
+    calls = iter(NDCG)
+    monkeypatch.setattr(trainer_mod, "validation_score", lambda *a, **k: next(calls))
+    model, strat, valid = _Scripted(), _Worst(worst), _Valid()
+    cfg = TrainerConfig(
+        epochs=6, optimizer="sgd", select_metric="valid_worst_ndcg@10_gender", patience=10
+    )
+    hist = Trainer(cfg, [strat]).fit(model, None, valid, rng=0)  # type: ignore[arg-type]
+    assert hist.best_epoch == 3 and hist.best_value == pytest.approx(0.20)
+    assert model.module.w.item() == 3.0
+    assert strat.seen_valid is valid  # setup_validation received the validation data
+    assert hist.epochs[1]["valid_ndcg@10"] == pytest.approx(0.30)  # still logged
+
+
+def test_select_metric_unknown_name_lists_the_available_ones(monkeypatch):
+    monkeypatch.setattr(trainer_mod, "validation_score", lambda *a, **k: 0.1)
+    cfg = TrainerConfig(epochs=2, optimizer="sgd", select_metric="valid_worst_ndcg@10_age")
+    with pytest.raises(ConfigError, match="valid_worst_ndcg@10_gender"):
+        Trainer(cfg, [_Worst([0.1, 0.2])]).fit(_Scripted(), None, _Valid(), rng=0)  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ Layout (``--out DIR``)::
     DIR/aggregate.parquet    mean and CI over seeds (method, metric, group)
     DIR/tests.parquet        paired tests of each method against its base model, per seed
     DIR/frontier.parquet     accuracy vs each fairness metric, Pareto-optimal methods flagged
+    DIR/levelling.parquet    per method and attribute: change of the base model's worse-off and
+                             better-off groups (paired CIs) and the levelling-down verdict
     DIR/explanations.parquet, DIR/calibration.parquet   transparency tables of sample users
     DIR/report.html, DIR/report.md   written by ``debiasrec report`` / the CLI after the run
     DIR/cache/               the stage cache (unless another folder is given)

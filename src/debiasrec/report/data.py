@@ -36,6 +36,14 @@ class ReportData:
     calibration: pd.DataFrame | None
     recs: dict[str, pd.DataFrame] = field(default_factory=dict)
     k: int = 10
+    levelling: pd.DataFrame | None = None
+
+    def levelling_of(self, attr: str) -> dict[str, Any]:
+        """``{method: levelling row}`` for ``attr`` (empty without ``levelling.parquet``)."""
+        if self.levelling is None or self.levelling.empty:
+            return {}
+        sub = self.levelling[self.levelling["attr"].astype(str) == attr]
+        return {str(r.method): r for r in sub.itertuples(index=False)}
 
     @property
     def methods(self) -> list[str]:
@@ -155,6 +163,7 @@ def load_report_data(folder: str | Path) -> ReportData:
         calibration=_read(folder / "calibration.parquet"),
         recs=recs,
         k=k,
+        levelling=_read(folder / "levelling.parquet"),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ caption{text-align:left;font-weight:600;margin-bottom:.3rem}
 pre{background:#f7f7f7;padding:1rem;overflow:auto;font-size:12px}
 .plots{display:flex;flex-wrap:wrap;gap:1.2rem;align-items:flex-start}
 figure{margin:0} figcaption{font-size:12px;color:#555;max-width:520px}
-.note{color:#555;font-size:13px} .added{color:#1a7f37;font-weight:600}
+.note{color:#555;font-size:13px} .added{color:#1a7f37;font-weight:600} td.warn{color:#b42318;font-weight:700}
 .removed{color:#b42318;text-decoration:line-through} .scroll{overflow-x:auto}
 details{margin:.4rem 0} summary{cursor:pointer;font-weight:600}
 nav a{margin-right:.8rem;font-size:13px}
@@ -137,6 +138,45 @@ def _frontier(d: ReportData) -> str:
     return f'<div class="plots">{"".join(figs)}</div>'
 
 
+def _levelling_label(row: Any) -> str:
+    """Short legend tag of a levelling row: who paid for the gap change."""
+    tags = {
+        "levelling down": "LEVELLING DOWN",
+        "levelling up": "levelling up",
+        "levelling up and down": "up and down",
+    }
+    return tags.get(str(row.verdict), "")
+
+
+def _levelling_table(rows: dict[str, Any], attr: str) -> str:
+    if not rows:
+        return ""
+
+    def cell(r: Any, side: str) -> str:
+        ch, lo, hi = (float(getattr(r, f"{side}_{c}")) for c in ("change", "ci_low", "ci_high"))
+        status = str(getattr(r, f"{side}_status"))
+        return f"{ch:+.4f} [{lo:+.4f}, {hi:+.4f}] {status}"
+
+    body = "".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:+.4f}</td><td{}>{}</td></tr>".format(
+            _e(m),
+            _e(cell(r, "worse")),
+            _e(cell(r, "better")),
+            float(r.gap_change),
+            ' class="warn"' if str(r.verdict) == "levelling down" else "",
+            _e(r.verdict),
+        )
+        for m, r in rows.items()
+    )
+    first = next(iter(rows.values()))
+    return (
+        f"<table><thead><tr><th>method</th><th>worse-off group ({_e(first.worse_group)}) "
+        f"change [95% CI]</th><th>better-off group ({_e(first.better_group)}) change</th>"
+        f"<th>gap change</th><th>who paid ({_e(attr)})</th></tr></thead><tbody>{body}</tbody>"
+        "</table>"
+    )
+
+
 def _groups(d: ReportData) -> str:
     agg = d.aggregate
     metric = f"ndcg@{d.k}"
@@ -145,18 +185,27 @@ def _groups(d: ReportData) -> str:
     figs = []
     for attr in attrs:
         groups = [g for g in dict.fromkeys(sub.group) if g.startswith(f"{attr}=")]
+        lev = d.levelling_of(attr)
         series = []
         for m in d.methods:
             s = sub[sub.method == m].set_index("group")
             if s.empty:
                 continue
-            series.append(_bar_series(m, s, groups))
+            tag = _levelling_label(lev[m]) if m in lev else ""
+            series.append(_bar_series(f"{m} [{tag}]" if tag else m, s, groups))
         labels = [g.split("=", 1)[1] for g in groups]
+        caption = f"{metric} per {attr} group, one bar per method, with 95% CIs."
+        if lev:
+            caption += (
+                " Legend tags say who paid for a smaller gap, from paired tests against the base "
+                "model on each group's users: LEVELLING DOWN = the better-off group lost and the "
+                "worse-off group did not gain."
+            )
         figs.append(
             _figure(
-                svg.bars_ci(labels, series, title=f"{metric} by {attr}", ylabel=metric),
-                f"{metric} per {attr} group, one bar per method, with 95% CIs.",
+                svg.bars_ci(labels, series, title=f"{metric} by {attr}", ylabel=metric), caption
             )
+            + _levelling_table(lev, attr)
         )
     if not figs:
         return '<p class="note">No per-group accuracy in this run.</p>'

@@ -63,6 +63,34 @@ def render_markdown(d: ReportData) -> str:
                 }
             )
             lines += [to_markdown(show), ""]
+    if d.levelling is not None and not d.levelling.empty:
+        lev = d.levelling
+        lines += [
+            "## Who paid for a smaller gap (levelling down)",
+            "",
+            "Change of the base model's worse-off and better-off groups, paired over each "
+            "group's users (mean over seeds) [95% CI]; `levelling down` = the gap shrank because "
+            "the better-off group lost while the worse-off group did not gain.",
+            "",
+        ]
+
+        def cell(r: object, side: str) -> str:
+            g = getattr(r, f"{side}_group")
+            ch = getattr(r, f"{side}_change")
+            lo, hi = getattr(r, f"{side}_ci_low"), getattr(r, f"{side}_ci_high")
+            return f"{g}: {ch:+.4f} [{lo:+.4f}, {hi:+.4f}] {getattr(r, f'{side}_status')}"
+
+        show = pd.DataFrame(
+            {
+                "method": lev.method,
+                "attr": lev.attr,
+                "worse-off group": [cell(r, "worse") for r in lev.itertuples(index=False)],
+                "better-off group": [cell(r, "better") for r in lev.itertuples(index=False)],
+                "gap change": lev.gap_change.map(lambda v: f"{v:+.4f}"),
+                "verdict": [f"**{v}**" if v == "levelling down" else str(v) for v in lev.verdict],
+            }
+        )
+        lines += [to_markdown(show), ""]
     every = metrics_table(d.aggregate, d.k, d.methods)
     if not every.empty:
         lines += ["## Every metric", "", to_markdown(every), ""]

@@ -8,10 +8,12 @@ adds named loss terms, its own modules and parameter groups, and hooks around ea
 is no trainer subclass per model and no forked trainer per method.
 
 Early stopping watches a validation ranking metric (default NDCG@10, full ranking with training
-items masked); the best weights are restored at the end. With ``TrainerConfig.select_constraint``
-(upper bounds on other validation numbers, e.g. a strategy's ``leak_auc_gender``) the selected
-epoch is the best one *among the epochs meeting every bound*; if none does, the epoch with the
-smallest violation, and ``TrainHistory.selection`` says so (see :func:`selection_key`).
+items masked), or any validation number a strategy reports (``TrainerConfig.select_metric``, e.g.
+the worst user group's NDCG@10); the best weights are restored at the end. With
+``TrainerConfig.select_constraint`` (upper bounds on other validation numbers, e.g. a strategy's
+``leak_auc_gender``) the selected epoch is the best one *among the epochs meeting every bound*;
+if none does, the epoch with the smallest violation, and ``TrainHistory.selection`` says so (see
+:func:`selection_key`).
 
 Scale-out and fault tolerance live in the same loop:
 
@@ -89,6 +91,11 @@ class TrainerConfig(BaseModel):
         default_factory=dict,
         description="upper bounds on validation numbers (row keys, e.g. 'leak_auc_gender': 0.55) "
         "that an epoch must meet to be selected; see selection_key",
+    )
+    select_metric: str | None = Field(
+        None,
+        description="validation row key to select the epoch by and early-stop on (higher is "
+        "better) instead of valid_<metric>, e.g. a strategy's 'valid_worst_ndcg@10_gender'",
     )
     distributed: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -242,6 +249,11 @@ class Strategy:
 
     def after_step(self, model: Trainable, batch: dict[str, torch.Tensor], epoch: int) -> None:
         """Called after each optimizer step (e.g. an adversary's own update)."""
+
+    def setup_validation(self, model: Trainable, train: Dataset, valid: Dataset) -> None:
+        """Called once after :meth:`setup` when the run validates, with the validation data
+        (for strategies whose validation numbers need held-out interactions, e.g. per-group
+        accuracy)."""
 
     def validation_metrics(self, model: Trainable, valid_users: np.ndarray) -> dict[str, float]:
         """Extra validation numbers to log (and to use in a selection rule)."""
@@ -461,6 +473,7 @@ class Trainer:
         )
         st = _LoopState()
         metric_key = f"valid_{cfg.metric}"
+        select_key = cfg.select_metric or metric_key
         if cfg.resume and cfg.checkpoint_dir and ckpt.exists(cfg.checkpoint_dir):
             st = _load_checkpoint(cfg.checkpoint_dir, model, self.strategies, opt, sched, gen)
         modules = [model.module, *(m for s in self.strategies for m in s.modules())]
@@ -478,6 +491,10 @@ class Trainer:
         )
         t0 = time.perf_counter() - st.elapsed
         use_valid = valid is not None and valid.n_interactions > 0
+        if use_valid:
+            assert valid is not None
+            for s in self.strategies:
+                s.setup_validation(model, train, valid)
         bar = None
         if cfg.progress and ctx.is_main:
             from tqdm.auto import tqdm
@@ -550,8 +567,14 @@ class Trainer:
                 vrow = dist_.broadcast_object(vrow, ctx)
                 assert vrow is not None
                 row.update(vrow)
-                value = vrow[metric_key]
-                key = selection_key(row, metric_key, cfg.select_constraint)
+                if select_key not in vrow:
+                    have = sorted(k for k in vrow if not k.startswith("loss_"))
+                    raise ConfigError(
+                        f"select_metric {select_key!r} is not a validation number; available: "
+                        f"{have} (a strategy's validation_metrics provides them)"
+                    )
+                value = vrow[select_key]
+                key = selection_key(row, select_key, cfg.select_constraint)
                 # Patience runs out only when neither the selected epoch nor the raw metric
                 # improves: under a constraint, early (barely trained) epochs are often the
                 # feasible ones, and training must go on while accuracy still rises.

@@ -5,6 +5,8 @@ Every strategy registers itself in :data:`STRATEGIES` (see :mod:`debiasrec.debia
 
 from debiasrec.debias.inproc.adversarial import Adversarial, AdversarialConfig, grad_reverse
 from debiasrec.debias.inproc.base import STRATEGIES, InprocStrategy, StrategyConfig
+from debiasrec.debias.inproc.group_dro import GroupDRO, GroupDROConfig
+from debiasrec.debias.inproc.group_validation import GroupValidation, GroupValidationConfig
 from debiasrec.debias.inproc.multitask import (
     MultiTask,
     MultiTaskConfig,
@@ -28,6 +30,10 @@ __all__ = [
     "AdversarialConfig",
     "FOCFConfig",
     "FOCFRegularizer",
+    "GroupDRO",
+    "GroupDROConfig",
+    "GroupValidation",
+    "GroupValidationConfig",
     "InprocStrategy",
     "StrategyConfig",
     "UtilityGapConfig",

@@ -4,6 +4,8 @@ Post-processing is ``(scores or Recs, context) -> Recs`` and works on the scores
 imported ones included. Every re-ranker is a greedy selection vectorised over all users:
 
 - :class:`CalibratedReranker` (Steck, RecSys 2018): genre calibration, ``C_KL``;
+- :class:`CalibratedDCGReranker`: the same ``C_KL`` against expected DCG, one trade-off for all
+  users, swap local search or exact MILP, lists in score order;
 - :class:`PopularityCalibrationReranker` (Abdollahpouri et al., UMAP 2021): head/mid/tail profile;
 - :class:`GroupFairReranker` (after UGF, Li et al., WWW 2021): user-group utility gap, estimated
   on validation data;
@@ -22,6 +24,7 @@ from debiasrec.debias.post.base import (
     candidates,
 )
 from debiasrec.debias.post.calibrated import CalibratedConfig, CalibratedReranker
+from debiasrec.debias.post.calibrated_dcg import CalibratedDCGConfig, CalibratedDCGReranker
 from debiasrec.debias.post.controller import (
     RERANKERS,
     SelfCalibrationConfig,
@@ -41,6 +44,8 @@ from debiasrec.debias.post.popularity import (
 __all__ = [
     "RERANKERS",
     "CalibratedConfig",
+    "CalibratedDCGConfig",
+    "CalibratedDCGReranker",
     "CalibratedReranker",
     "DiversityConfig",
     "ExposureConfig",

@@ -37,6 +37,11 @@ class CalibratedConfig(RerankConfig):
 
     alpha: float = Field(0.01, ge=0.0, lt=1.0, description="smoothing of q towards p")
     divergence: Literal["kl", "js"] = "kl"
+    order: Literal["greedy", "score"] = Field(
+        "greedy",
+        description="list the chosen items in the greedy's pick order (Steck) or in base-score "
+        "order (same set, so the same C_KL; the items picked for calibration move down)",
+    )
 
 
 def calibrated_select(
@@ -150,9 +155,14 @@ class CalibratedReranker(Reranker[CC], Generic[CC]):
         dist = item_category_distribution(self._features(context))
         p = user_distribution(context.history[users], dist)
         cand = candidate_distributions(items, valid, dist)
-        return calibrated_select(
+        pos = calibrated_select(
             rel, valid, cand, p, lam=self.strength, k=cfg.k, alpha=cfg.alpha, kind=cfg.divergence
         )
+        if cfg.order == "score":  # candidate columns are in base-score order, best first
+            big = np.iinfo(np.int64).max
+            pos = np.sort(np.where(pos >= 0, pos, big), axis=1)
+            pos = np.where(pos == big, -1, pos)
+        return pos
 
 
 __all__ = ["CalibratedConfig", "CalibratedReranker", "calibrated_select", "candidate_distributions"]
