@@ -94,6 +94,7 @@ def test_run_writes_the_result_folder_layout(run_folder) -> None:
         "aggregate.parquet",
         "tests.parquet",
         "frontier.parquet",
+        "levelling.parquet",
         "explanations.parquet",
         "calibration.parquet",
         "report.html",
