@@ -1,7 +1,8 @@
 """Speed and memory on ML-100K: BPR epoch time, BPR time to convergence, full evaluation pass.
 
-Reference (RecBole 1.2.1 measured on this machine): BPR 0.38 s/epoch with one thread, a full
-evaluation pass over all 943 users 0.14 s, 42 s in all. Run with nothing else on the machine; we
+The RecBole column is a reference only: its BPR figures (0.38 s/epoch, 42 s in all) were measured
+while the machine was loaded and are withdrawn; paired, interleaved timings against RecBole and
+implicit are made by ``benchmarks/peers_speed.py``. Run with nothing else on the machine; we
 report medians of repeated runs.
 
     python benchmarks/speed_ml100k.py [--repeats 5]
@@ -48,7 +49,7 @@ def main() -> None:
     for threads in (1, 2):
         t = epoch_time(split, threads, args.repeats)
         lines.append(f"| BPR epoch ({threads} thread{'s' if threads > 1 else ''}) | {t * 1000:.1f} ms "
-                     f"| {'380 ms' if threads == 1 else ''} |")
+                     f"| {'see peers_speed.py (paired)' if threads == 1 else ''} |")
     torch.set_num_threads(2)
     fits, ndcgs, epochs = [], [], []
     ecfg = EvalConfig(ks=[10], metrics=["ndcg", "recall"], beyond=[], attrs=[], n_boot=0)
@@ -61,7 +62,7 @@ def main() -> None:
         ndcgs.append(float(ev.results.set_index(["metric", "group"])["value"][("ndcg@10", "all")]))
     lines.append(f"| BPR full training with early stopping (2 threads, incl. validation) | "
                  f"{np.median(fits):.2f} s (median of {args.repeats}; {int(np.median(epochs))} "
-                 f"epochs; test NDCG@10 {np.median(ndcgs):.4f}) | 42 s |")
+                 f"epochs; test NDCG@10 {np.median(ndcgs):.4f}) | see peers_speed.py (paired) |")
     budget_ndcg, budget_fit = [], []
     for r in range(args.repeats):
         t = time.perf_counter()
@@ -71,7 +72,7 @@ def main() -> None:
         budget_ndcg.append(float(ev.results.set_index(["metric", "group"])["value"][("ndcg@10", "all")]))
     lines.append(f"| BPR with a 5 s training budget (2 threads, `train.max_seconds=5`) | test NDCG@10 "
                  f"{np.median(budget_ndcg):.4f} (median of {args.repeats}; min "
-                 f"{np.min(budget_ndcg):.4f}; fit {np.median(budget_fit):.2f} s) | 0.293 in 42 s |")
+                 f"{np.min(budget_ndcg):.4f}; fit {np.median(budget_fit):.2f} s) | 0.293 |")
     truth = split.test.csr()
     users = np.arange(ds.n_users)
     excl = [split.train.csr(), split.valid.csr()]

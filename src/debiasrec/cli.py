@@ -634,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
     # One-line warnings while the command runs; restored after (main is called in-process too).
     previous_format = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    warnings.formatwarning = _one_line_warning
     try:
         return _main(argv)
     finally:

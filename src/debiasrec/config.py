@@ -55,7 +55,7 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = []
+        lines: list[str] = []
         for err in exc.errors():
             loc = field_path(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
@@ -110,7 +110,7 @@ def load_toml(path: str | Path, model: type[M]) -> M:
             )
         data = tomllib.loads(raw.decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
-        why = exc
+        why: object = exc
         if isinstance(exc, UnicodeDecodeError):
             line = raw.count(b"\n", 0, exc.start) + 1
             why = f"line {line}, byte {exc.start} is not UTF-8"

@@ -137,15 +137,14 @@ def check_seed(value: object, field: str) -> int:
     Raises:
         ConfigError: not an integer (``True`` included), negative, or above :data:`SEED_MAX`.
     """
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok and isinstance(value, float) and value.is_integer():
-        value, ok = int(value), True
-    if not ok or not 0 <= int(value) <= SEED_MAX:  # type: ignore[call-overload]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SEED_MAX:
         raise ConfigError(
             f"{field} = {value!r} is not a valid seed; seeds are integers from 0 to "
             f"2**63 - 1 = {SEED_MAX}"
         )
-    return int(value)  # type: ignore[call-overload]
+    return value
 
 
 def check_list_length(

@@ -58,7 +58,7 @@ class Registry(Mapping[str, T], Generic[T]):
     def __init__(self, kind: str, group: str, *, name_of: Callable[[T], str] | None = None) -> None:
         self.kind = kind
         self.group = group
-        self._name_of = name_of or (lambda obj: getattr(obj, "name", None))  # type: ignore[arg-type,return-value]
+        self._name_of: Callable[[T], Any] = name_of or (lambda obj: getattr(obj, "name", None))
         self._items: dict[str, T] = {}
         self._plugins_loaded = False
 
@@ -100,7 +100,7 @@ class Registry(Mapping[str, T], Generic[T]):
         self._items.pop(name, None)
 
     # ------------------------------------------------------------------ lookup
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         """The component registered as ``name``, or ``default``."""
         self._load_plugins()
         return self._items.get(name, default)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from debiasrec.models import BPR, ItemKNN, LightGCN, MultVAE, Pop
+from debiasrec.models import BPR, EASE, IALS, ItemKNN, LightGCN, MultVAE, Pop, SASRec
 from debiasrec.testing import RecommenderContract
 
 
@@ -45,3 +45,29 @@ class TestMultVAE(RecommenderContract):
 class TestLightGCN(RecommenderContract):
     component = LightGCN
     params = {"dim": 8, "layers": 2, "train": {**_FAST, "lr": 0.05}}
+
+
+class TestIALS(RecommenderContract):
+    component = IALS
+    params = {"dim": 8, "iterations": 3, "reg": 1.0}
+
+
+class TestIALSCholesky(RecommenderContract):
+    component = IALS
+    params = {"dim": 8, "iterations": 2, "reg": 1.0, "solver": "cholesky", "block": 16}
+
+
+class TestEASE(RecommenderContract):
+    component = EASE
+    params = {"reg": 10.0}
+
+
+class TestEASEChunkedTopK(RecommenderContract):
+    component = EASE
+    params = {"reg": 10.0, "method": "chunked", "block": 16, "topk": 12}
+
+
+class TestSASRec(RecommenderContract):
+    component = SASRec
+    params = {"dim": 8, "heads": 2, "layers": 1, "ffn": 16, "max_len": 8,
+              "train": {**_FAST, "batch_size": 32, "lr": 0.01}}  # fmt: skip

@@ -759,7 +759,9 @@ def _check_scalars(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
             continue
         i = int(np.argmax(bad))
         v = values[i]
-        what = {dict: "a dict", bytes: "bytes", bytearray: "bytes"}.get(type(v), "a list")
+        what = (
+            "a dict" if isinstance(v, dict) else "bytes" if isinstance(v, (bytes, bytearray)) else "a list"
+        )
         shown = repr(v.tolist() if isinstance(v, np.ndarray) else v)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         fix = (

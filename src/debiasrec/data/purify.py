@@ -223,7 +223,8 @@ def _parse_timestamps(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if rest.any():
         text = s[rest].astype(str)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # pandas warns when it cannot infer one date format; mixed formats are the point.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"pandas\.")
             dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
             again = dt.isna()
             if again.any():
@@ -273,7 +274,7 @@ def _own_group(
 ) -> tuple[SensitiveAttr, pd.Series]:
     """Fill missing values with ``"unknown"`` and adapt the attribute so the label is a group."""
     if attr.bins is not None:  # bucket first: "unknown" cannot be bucketed numerically
-        labels = [*attr.group_labels(), UNKNOWN_GROUP]  # type: ignore[misc]
+        labels = [*(attr.group_labels() or []), UNKNOWN_GROUP]
         groups = attr.groups(values).astype(object)
         filled = pd.Series(groups, index=values.index, dtype=object)
         filled[miss] = UNKNOWN_GROUP
@@ -281,8 +282,8 @@ def _own_group(
     filled = values.astype(object).copy()
     filled[miss] = UNKNOWN_GROUP
     kind = "categorical" if attr.kind == "binary" else attr.kind
-    labels = None if attr.labels is None else (*attr.labels, UNKNOWN_GROUP)
-    return SensitiveAttr(name=attr.name, kind=kind, labels=labels), filled
+    declared = None if attr.labels is None else (*attr.labels, UNKNOWN_GROUP)
+    return SensitiveAttr(name=attr.name, kind=kind, labels=declared), filled
 
 
 def _clean_table(

@@ -114,7 +114,7 @@ def paired_tests(
                 groups=labels,
                 n_boot=n_boot,
                 rng=seed,
-                statistic=statistic,  # type: ignore[arg-type]
+                statistic=statistic,
             )
             p = float(res["p_value"])
             rows.append(

@@ -137,7 +137,7 @@ class ExperimentConfig(BaseModel):
     name: str = "experiment"
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(kind="pop")])
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec.model_validate({"kind": "pop"})])
     eval: EvalConfig = Field(default_factory=EvalConfig)
     methods: list[MethodSpec] = Field(
         default_factory=list, description="debiasing methods (see debiasrec.experiment.methods)"
@@ -227,12 +227,12 @@ class ExperimentConfig(BaseModel):
                         "debiasrec.models.capabilities)",
                     )
                 )
-        for j, e in enumerate(m.pre):
-            if getattr(e.component, "sets_weights", False) and WeightedTraining not in caps:
+        for j, pe in enumerate(m.pre):
+            if getattr(pe.component, "sets_weights", False) and WeightedTraining not in caps:
                 errors.append(
                     error_at(
                         (*where, "pre", j),
-                        f"transform {e.kind!r} sets interaction weights, but model "
+                        f"transform {pe.kind!r} sets interaction weights, but model "
                         f"{base.kind!r} ({m.model}) ignores weights (it does not declare "
                         "WeightedTraining)",
                     )

@@ -381,6 +381,7 @@ def run_llm_audit(run: LLMAuditRun, out: Any, *, progress: bool = False) -> pd.D
     ds, _ = load_dataset(run.data)
     split = random_split(ds, rng=run.split_seed)
     if fresh is None:
+        assert run.load is not None  # validated: a saved model or a model to fit
         model = cls.load(run.load)
         if model.n_users_ != split.train.n_users or model.n_items_ != split.train.n_items:
             raise DataError(

@@ -129,6 +129,7 @@ class _SweepEntry(ComponentEntry):
             raise_errors(
                 "sweep", [error_at(("sweep",), f"{component.name!r} has no strength to sweep")]
             )
+        assert isinstance(key, str)
         if key in raw:
             raise_errors("sweep", [error_at(("sweep",), f"give {key} or sweep, not both")])
         return _each_value(component, raw, key, sweep, swept=True)

@@ -146,7 +146,9 @@ class SentenceEncoder:
         if cache_dir is False:
             self.cache_dir: Path | None = None
         else:
-            root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)  # type: ignore[arg-type]
+            root = (
+                Path(cache_dir) if isinstance(cache_dir, (str, Path)) else default_cache_dir()
+            )
             self.cache_dir = root / "embeddings"
         self._model: Any = None
         self._tok: Any = None

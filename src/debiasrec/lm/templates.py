@@ -112,8 +112,9 @@ class ItemTemplate(BaseModel):
         out = []
         for row in items.itertuples(index=False):
             vals = {f: _value_text(getattr(row, f)) for f in fields}
-            if self.restore_articles and vals.get("title"):
-                vals["title"] = restore_article(vals["title"])  # type: ignore[arg-type]
+            title = vals.get("title")
+            if self.restore_articles and title:
+                vals["title"] = restore_article(title)
             text = "".join(
                 p.format(**vals)
                 for p in parts
@@ -253,7 +254,7 @@ class TextRenderer:
                 raise ConfigError(
                     f"user template placebo {name!r} has no phrase; add it to extra_phrases"
                 )
-        missing = [f for f in ut.profile if f not in train.user_table.columns]
+        missing = [f for f in ut.profile or [] if f not in train.user_table.columns]
         if missing:
             raise ConfigError(
                 f"user template profile names {missing}, which the user table lacks; columns: "

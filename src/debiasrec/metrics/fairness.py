@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from debiasrec.random import np_rng
 #: Columns of the DataFrame returned by :func:`by_group`, in order.
 BY_GROUP_COLUMNS: tuple[str, ...] = ("metric", "group", "value", "ci_low", "ci_high", "n")
 
-GroupsLike = pd.Categorical | pd.Series | np.ndarray
+GroupsLike: TypeAlias = pd.Categorical | pd.Series | np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,6 +419,7 @@ def paired_test(
     elif statistic == "gap":
         raise DataError("statistic='gap' needs groups=... (per-user group labels)")
     if statistic == "gap":
+        assert codes is not None  # checked above
         keep &= codes >= 0
     a_k, b_k = a_arr[keep], b_arr[keep]
     n = int(keep.sum())

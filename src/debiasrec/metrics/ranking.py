@@ -263,7 +263,7 @@ def _all_ranking(inp: MetricInput) -> dict[str, np.ndarray]:
             warnings.filterwarnings("ignore", message=".*no relevant.*")
             return ranking_metrics(inp.topk, inp.truth, ks=list(inp.ks), metrics=RANKING_METRICS)
 
-    return inp.memo("ranking", compute)  # type: ignore[no-any-return]
+    return inp.memo("ranking", compute)
 
 
 def _register_ranking(name: str, doc: str) -> None:

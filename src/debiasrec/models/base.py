@@ -213,7 +213,7 @@ class Recommender(ABC, Generic[C]):
         meta = json.loads((folder / "config.json").read_text())
         if meta.get("model") != cls.name:
             raise DataError(f"{folder} holds a {meta.get('model')!r} model, not {cls.name!r}")
-        model = cls(cls.Config(**meta["config"]))
+        model = cls(cast(C, cls.Config(**meta["config"])))
         tensors = load_file(str(folder / "state.safetensors"))
         n_u, n_i = int(meta["n_users"]), int(meta["n_items"])
         indptr = tensors.pop("_train_indptr")

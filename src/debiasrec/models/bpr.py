@@ -64,7 +64,7 @@ class _BPRLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, qi, qj, reg):  # type: ignore[override]
+    def forward(ctx, u, qi, qj, reg):
         d = qi - qj
         x = (u * d).sum(1)
         n = x.shape[0]
@@ -76,7 +76,7 @@ class _BPRLoss(torch.autograd.Function):
         return bpr, l2
 
     @staticmethod
-    def backward(ctx, g_bpr, g_l2):  # type: ignore[override]
+    def backward(ctx, g_bpr, g_l2):
         u, qi, qj, d, sig = ctx.saved_tensors
         c = sig.mul(-(g_bpr / ctx.n)).unsqueeze(1)
         # Not ``d.mul_(c)``: a saved tensor changed in place breaks any second backward through
@@ -96,7 +96,7 @@ class _WeightedBPRLoss(torch.autograd.Function):
     """:class:`_BPRLoss` with a weight per row on both the BPR and the L2 term."""
 
     @staticmethod
-    def forward(ctx, u, qi, qj, w, reg):  # type: ignore[override]
+    def forward(ctx, u, qi, qj, w, reg):
         d = qi - qj
         x = (u * d).sum(1)
         n = x.shape[0]
@@ -108,7 +108,7 @@ class _WeightedBPRLoss(torch.autograd.Function):
         return bpr, l2
 
     @staticmethod
-    def backward(ctx, g_bpr, g_l2):  # type: ignore[override]
+    def backward(ctx, g_bpr, g_l2):
         u, qi, qj, d, sig, w = ctx.saved_tensors
         c = (sig * w).mul(-(g_bpr / ctx.n)).unsqueeze(1)
         gu = d * c
@@ -137,6 +137,7 @@ class BPR(
 
     name = "bpr"
     Config = BPRConfig
+    module: _MF
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         cfg = self.config

@@ -78,6 +78,7 @@ class LightGCN(
 
     name = "lightgcn"
     Config = LightGCNConfig
+    module: _Emb
 
     def _build(self, train: Dataset, gen: torch.Generator) -> None:
         cfg = self.config

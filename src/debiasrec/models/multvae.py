@@ -92,6 +92,7 @@ class MultVAE(
 
     name = "multvae"
     Config = MultVAEConfig
+    module: _VAE
     _noise_gen: torch.Generator | None = None  # drives dropout and the reparameterisation noise
     _wrows: sp.csr_matrix | None = None  # pair weights by row (weighted training data only)
     _user_w: np.ndarray | None = None  # mean pair weight of each user (weighted data only)

@@ -96,6 +96,9 @@ class TextTwoTowerConfig(TorchModelConfig):
 
 
 class _Towers(torch.nn.Module):
+    item_text: torch.Tensor  # buffers
+    user_text: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int, d_enc: int, cfg: TextTwoTowerConfig) -> None:
         super().__init__()
         # Frozen text features travel with the model (buffers are saved, not trained).
@@ -129,6 +132,7 @@ class TextTwoTower(
 
     name = "text2tower"
     Config = TextTwoTowerConfig
+    module: _Towers
     _gen: torch.Generator | None = None  # drives history dropout during training
     _cf_text: torch.Tensor | None = None  # counterfactual user-text embeddings (training only)
     _enc: Any = None

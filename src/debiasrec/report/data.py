@@ -142,7 +142,7 @@ def load_report_data(folder: str | Path) -> ReportData:
     recs: dict[str, pd.DataFrame] = {}
     if (folder / "recs").is_dir():
         for p in sorted((folder / "recs").glob("*.parquet")):
-            recs[p.stem] = _read(p)  # type: ignore[assignment]
+            recs[p.stem] = _read(p)
     return ReportData(
         folder=folder,
         results=results,

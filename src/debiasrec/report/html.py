@@ -167,7 +167,7 @@ def _exposure(d: ReportData) -> str:
     n_items = int((d.summary.get("dataset") or {}).get("n_items") or 0)
     parts = []
     if d.recs:
-        series = []
+        lorenz = []
         for m in d.methods:
             r = d.recs.get(m)
             if r is None or r.empty:
@@ -179,12 +179,12 @@ def _exposure(d: ReportData) -> str:
             n = max(n_items, len(counts))
             full = np.concatenate([counts, np.zeros(n - len(counts))])
             x, y = svg.lorenz(full)
-            series.append((m, x.tolist(), y.tolist()))
-        if series:
+            lorenz.append((m, x.tolist(), y.tolist()))
+        if lorenz:
             parts.append(
                 _figure(
                     svg.lines(
-                        series,
+                        lorenz,
                         title="Lorenz curves of item exposure",
                         xlabel="share of items (least exposed first)",
                         ylabel="share of exposure",
@@ -200,7 +200,7 @@ def _exposure(d: ReportData) -> str:
     if len(tiers):
         groups = list(dict.fromkeys(tiers.group))
         share = agg[(agg.metric == "interaction_share") & agg.group.isin(groups)]
-        series = []
+        series: list[tuple[str, list[float], list[float], list[float]]] = []
         if len(share):
             ref = share.groupby("group")["mean"].mean()
             series.append(

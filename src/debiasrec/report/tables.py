@@ -202,7 +202,7 @@ def metrics_table(aggregate: pd.DataFrame, k: int, methods: list[str]) -> pd.Dat
         name = f"{m.name}@{k}"
         if name not in set(aggregate["metric"]):
             continue
-        better = {True: "higher", False: "lower"}.get(m.higher_is_better, "")  # type: ignore[arg-type]
+        better = {True: "higher", False: "lower", None: ""}[m.higher_is_better]
         row = {"metric": name, "better": better}
         for method in methods:
             v = agg.get((method, name), np.nan)

@@ -98,6 +98,12 @@ class RateLimitConfig(BaseModel):
     )
 
 
+_PROTECTED_BY_DEFAULT: tuple[Literal["feedback", "fairness", "recommend"], ...] = (
+    "feedback",
+    "fairness",
+)
+
+
 class ServeConfig(BaseModel):
     """Options of the service; unknown keys fail at construction.
 
@@ -139,7 +145,7 @@ class ServeConfig(BaseModel):
         None, description="environment variable holding the API key(s), comma-separated"
     )
     protect: list[Literal["feedback", "fairness", "recommend"]] = Field(
-        default_factory=lambda: ["feedback", "fairness"],
+        default_factory=lambda: list(_PROTECTED_BY_DEFAULT),
         description="endpoints that need the API key when api_key_env is set",
     )
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)

@@ -116,6 +116,12 @@ class _Totals:
     """Per-bucket running sums (numpy arrays indexed by bucket)."""
 
     FIELDS = ("impressions", "exposure", "clicks", "ratings", "rating_sum", "rating_sq")
+    impressions: np.ndarray
+    exposure: np.ndarray
+    clicks: np.ndarray
+    ratings: np.ndarray
+    rating_sum: np.ndarray
+    rating_sq: np.ndarray
 
     def __init__(self, n: int) -> None:
         for f in self.FIELDS:
@@ -660,7 +666,7 @@ class OnlineLoop:
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
         types = np.asarray(types, dtype=np.int64)
-        made = []
+        made: list[dict[str, Any]] = []
         with self._lock:
             imp = types == IMPRESSION
             self._n_events += len(users)
@@ -712,7 +718,7 @@ class OnlineLoop:
         before = self.controller.strength
         self.controller.update(self._frame())
         hist = self.controller._rows[-1]
-        row = {
+        row: dict[str, Any] = {
             "at": time.time(),
             "post": self.config.post,
             "kind": self.config.kind,

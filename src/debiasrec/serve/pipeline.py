@@ -24,6 +24,7 @@ from debiasrec.data.split import Split
 from debiasrec.debias.post.base import RerankContext, Reranker, candidates
 from debiasrec.debias.post.controller import RERANKERS
 from debiasrec.errors import ConfigError, DataError
+from debiasrec.metrics import DegenerateMetricWarning
 from debiasrec.metrics.beyond import HEAD, popularity_tiers
 from debiasrec.models import model_class
 from debiasrec.models.base import Recommender, Recs
@@ -57,7 +58,7 @@ def load_saved_model(mdir: Path) -> Recommender:
         ) from None
     if not isinstance(meta, dict):
         raise DataError(f"{cfg_path} must hold a JSON object, got {type(meta).__name__}")
-    want = {"model": str, "config": dict, "n_users": int, "n_items": int}
+    want: dict[str, type] = {"model": str, "config": dict, "n_users": int, "n_items": int}
     kinds = {str: "a string", dict: "a JSON object", int: "an integer"}
     for key, typ in want.items():
         if key not in meta:
@@ -65,7 +66,7 @@ def load_saved_model(mdir: Path) -> Recommender:
         v = meta[key]
         if not isinstance(v, typ) or isinstance(v, bool):
             raise DataError(f"{cfg_path}: field {key!r} must be {kinds[typ]}, got {v!r:.60}")
-        if typ is int and v < 1:
+        if isinstance(v, int) and v < 1:
             raise DataError(f"{cfg_path}: field {key!r} must be positive, got {v}")
     try:
         cls = model_class(meta["model"])
@@ -279,7 +280,11 @@ class ServingPipeline:
         valid_cand = None
         if rr.needs_fit:
             vcsr = self.context.valid
-            users = np.flatnonzero(np.diff(vcsr.indptr) > 0) if vcsr is not None else []
+            users = (
+                np.flatnonzero(np.diff(vcsr.indptr) > 0)
+                if vcsr is not None
+                else np.zeros(0, dtype=np.int64)
+            )
             if len(users) == 0:
                 raise DataError("no validation interactions to fit on")
             valid_cand = candidates(
@@ -289,7 +294,9 @@ class ServingPipeline:
                 exclude=[self.context.history],
             )
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # Per-request fitting on validation data: users without a validation hit are
+            # expected (NaN, skipped); the service must not spam its log with them.
+            warnings.filterwarnings("ignore", category=DegenerateMetricWarning)
             return rr.fit(self.context, valid_cand)
 
     # ------------------------------------------------------------------ recommending
@@ -337,7 +344,7 @@ class ServingPipeline:
         rr = copy.copy(self.reranker(post))
         rr.config = rr.config.model_copy(update={"k": k, "strength": float(strength)})
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", category=DegenerateMetricWarning)
             return rr.rerank(cand, self.context)
 
     def popular_items(self, k: int) -> tuple[np.ndarray, np.ndarray]:

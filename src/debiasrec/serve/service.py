@@ -176,8 +176,10 @@ class Service:
     def _feed_releases(self, releases: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
         made: list[dict[str, Any]] = []
         if self.online is not None and self.online.private:
+            attr = self.online.config.attr
+            assert attr is not None  # a private controller watches one attribute (validated)
             for rel in releases:
-                made += self.online.observe_release(rel[self.online.config.attr])
+                made += self.online.observe_release(rel[attr])
         return made
 
     def _codes(

@@ -470,7 +470,9 @@ class SQLAlchemyStore(FeedbackStore):
                     new.append(False)
                     continue
                 res = con.execute(t.insert().values(dict(zip(EVENT_COLUMNS, row, strict=True))))
-                seq = int(res.inserted_primary_key[0])
+                key = res.inserted_primary_key
+                assert key is not None  # an insert into a table with an integer primary key
+                seq = int(key[0])
                 seqs.append(seq)
                 new.append(True)
                 if eid is not None:
@@ -514,7 +516,8 @@ class SQLAlchemyStore(FeedbackStore):
     def count(self) -> int:
         sa = self._sa
         with self._engine.connect() as con:
-            return int(con.execute(sa.select(sa.func.count()).select_from(self._events)).scalar())
+            n = con.execute(sa.select(sa.func.count()).select_from(self._events)).scalar()
+            return int(n or 0)
 
     def last_seq(self) -> int:
         sa = self._sa

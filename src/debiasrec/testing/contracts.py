@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -117,7 +117,7 @@ class RecommenderContract:
             model.save(tmp_path / "model")
         if UserEmbeddings in self.component.capabilities(model.config):
             with pytest.raises(NotFittedError):
-                model.user_embeddings()  # type: ignore[attr-defined]
+                cast(UserEmbeddings, model).user_embeddings()
 
     # ------------------------------------------------------------------ fit and score
     def test_fit_returns_self(self, contract_split: Split) -> None:
@@ -236,7 +236,7 @@ class RecommenderContract:
     ) -> None:
         if not self._declares(fitted, UserEmbeddings):
             pytest.skip("does not declare UserEmbeddings")
-        emb = fitted.user_embeddings()  # type: ignore[attr-defined]
+        emb = cast(UserEmbeddings, fitted).user_embeddings()
         assert emb.ndim == 2 and emb.shape[0] == contract_split.train.n_users and emb.shape[1] >= 1
         assert np.issubdtype(emb.dtype, np.floating) and np.isfinite(emb).all()
 
@@ -245,7 +245,7 @@ class RecommenderContract:
     ) -> None:
         if not self._declares(fitted, ItemEmbeddings):
             pytest.skip("does not declare ItemEmbeddings")
-        emb = fitted.item_embeddings()  # type: ignore[attr-defined]
+        emb = cast(ItemEmbeddings, fitted).item_embeddings()
         assert emb.ndim == 2 and emb.shape[0] == contract_split.train.n_items
         assert np.isfinite(emb).all()
 
@@ -254,7 +254,7 @@ class RecommenderContract:
     ) -> None:
         if not self._declares(fitted, ItemSimilarity):
             pytest.skip("does not declare ItemSimilarity")
-        sim = fitted.item_similarity()  # type: ignore[attr-defined]
+        sim = cast(ItemSimilarity, fitted).item_similarity()
         n = contract_split.train.n_items
         assert sp.issparse(sim) and sim.shape == (n, n)
 
@@ -341,7 +341,7 @@ class RecommenderContract:
         if not self._declares(fitted, TextScorer):
             pytest.skip("does not declare TextScorer")
         users = np.arange(3)
-        out = fitted.score_with_texts(users, ["a user", "another user", ""])  # type: ignore[attr-defined]
+        out = cast(TextScorer, fitted).score_with_texts(users, ["a user", "another user", ""])
         assert out.shape == (3, contract_split.train.n_items)
 
     # ------------------------------------------------------------------ persistence
@@ -358,13 +358,13 @@ class RecommenderContract:
         loaded = self.component.load(folder)
         assert isinstance(loaded, self.component)
         assert loaded.config == fitted.config
-        users = np.arange(fitted.n_users_)  # type: ignore[attr-defined]
+        users = np.arange(fitted.n_users_)
         np.testing.assert_array_equal(loaded.score(users), fitted.score(users))
         np.testing.assert_array_equal(loaded.recommend(k=10).items, fitted.recommend(k=10).items)
         if self._declares(fitted, UserEmbeddings):
             np.testing.assert_array_equal(
-                loaded.user_embeddings(),  # type: ignore[attr-defined]
-                fitted.user_embeddings(),  # type: ignore[attr-defined]
+                cast(UserEmbeddings, loaded).user_embeddings(),
+                cast(UserEmbeddings, fitted).user_embeddings(),
             )
 
     def test_load_refuses_another_models_folder(

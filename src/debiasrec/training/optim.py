@@ -76,7 +76,7 @@ class LazyAdam(torch.optim.Optimizer):
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -258,11 +258,11 @@ def _optimizer(
         return LazyAdam(groups, **kw, decoupled=cfg.optimizer == "adamw")
     # SGD (without momentum) and Adagrad take sparse gradients natively.
     # Fused Adam runs on CPU from torch 2.4 on and is ~1.5x faster for embedding tables.
-    fused = {"fused": True} if _TORCH_VERSION >= (2, 4) else {}
+    fused = True if _TORCH_VERSION >= (2, 4) else None
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, **kw, **fused)
+        return torch.optim.Adam(groups, **kw, fused=fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, **kw, **fused)
+        return torch.optim.AdamW(groups, **kw, fused=fused)
     if cfg.optimizer == "adagrad":
         return torch.optim.Adagrad(groups, **kw)
     return torch.optim.SGD(groups, **kw)
@@ -427,7 +427,7 @@ class Trainer:
                     weighted = {k: v * weight for k, v in weighted.items()}
                 if not any(s.backward(weighted, sync_params) for s in self.strategies):
                     total = sum(weighted.values())
-                    total.backward()  # type: ignore[union-attr]
+                    cast(torch.Tensor, total).backward()
                 dist_.sync_grads(sync_params, ctx)
                 opt.step()
                 for s in self.strategies:

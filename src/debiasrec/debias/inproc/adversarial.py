@@ -76,12 +76,12 @@ class _FilterHost(_Host, UserFilterHost, Protocol):
 
 class _GradReverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, lam):  # type: ignore[override]
+    def forward(ctx, x, lam):
         ctx.lam = float(lam)
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         return -ctx.lam * grad, None
 
 
@@ -265,7 +265,7 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
         zk, yk = z[mask], y[mask]
         losses = [
             F.cross_entropy(d(zk), yk, weight=self._weights[attr])
-            for d in self.discriminators[attr]  # type: ignore[union-attr]
+            for d in cast(torch.nn.ModuleList, self.discriminators[attr])
         ]
         return torch.stack(losses).mean()
 
@@ -280,7 +280,7 @@ class Adversarial(InprocStrategy[AdversarialConfig]):
         prior = self._prior[attr]
         losses = [
             -(F.log_softmax(d(z[mask]), dim=1) * prior).sum(1).mean()
-            for d in self.discriminators[attr]  # type: ignore[union-attr]
+            for d in cast(torch.nn.ModuleList, self.discriminators[attr])
         ]
         return torch.stack(losses).mean()
 

@@ -228,6 +228,10 @@ def pcgrad_project(grads: torch.Tensor, rng: np.random.Generator | None = None) 
     return out
 
 
+def _or_zeros(grad: torch.Tensor | None, param: torch.Tensor) -> torch.Tensor:
+    return grad if grad is not None else torch.zeros_like(param)
+
+
 class _Net(torch.nn.Module):
     """All trainable parts of a MultiTask strategy (one module: registered and checkpointed)."""
 
@@ -546,7 +550,7 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
             if not loss.requires_grad:
                 per.append((None,) * len(params))
                 continue
-            grads = torch.autograd.grad(
+            grads: tuple[torch.Tensor | None, ...] = torch.autograd.grad(
                 loss, params, retain_graph=i < len(names) - 1, allow_unused=True
             )
             # Row-sparse table gradients (train.row_sparse) are projected as dense vectors.
@@ -555,14 +559,14 @@ class MultiTask(InprocStrategy[MultiTaskConfig]):
         for j in range(len(params)):
             if j in shared:
                 continue
-            grads = [p[j] for p in per if p[j] is not None]
-            params[j].grad = None if not grads else torch.stack(grads).sum(0)
+            present = [t for p in per if (t := p[j]) is not None]
+            params[j].grad = None if not present else torch.stack(present).sum(0)
         if shared:
             flat = torch.stack(
                 [
                     torch.cat(
                         [
-                            (p[j] if p[j] is not None else torch.zeros_like(params[j])).reshape(-1)
+                            _or_zeros(p[j], params[j]).reshape(-1)
                             for j in shared
                         ]
                     )

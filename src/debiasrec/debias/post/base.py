@@ -203,7 +203,7 @@ def greedy_pick(obj: np.ndarray, avail: np.ndarray) -> tuple[np.ndarray, np.ndar
     """
     masked = np.where(avail, obj, -np.inf)
     j = np.argmax(masked, axis=1)
-    has = avail.any(axis=1)
+    has = np.asarray(avail.any(axis=1))
     return j, has
 
 

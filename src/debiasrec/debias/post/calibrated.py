@@ -17,7 +17,7 @@ greedy KL minimiser. The achieved miscalibration is ``C_KL`` =
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,7 +69,7 @@ def calibrated_select(
     p = np.asarray(p, dtype=np.float32)
     cand_dist = np.asarray(cand_dist, dtype=np.float32)
     rel = np.asarray(rel, dtype=np.float32)
-    alpha = np.float32(alpha)
+    alpha32 = np.float32(alpha)
     mass = np.zeros_like(p)  # category mass of the list so far
     pb = p[:, None, :]
     support = p > 0
@@ -81,12 +81,12 @@ def calibrated_select(
         neg_ent = _kl_const(p)
 
     cand_mass = cand_dist.sum(axis=2)  # [n, N]
-    apb = alpha * pb
+    apb = alpha32 * pb
 
     def objective(t: int, avail: np.ndarray) -> np.ndarray:
         tot = mass[:, None, :] + cand_dist  # list mass with candidate j added
         s = mass.sum(axis=1, keepdims=True) + cand_mass
-        inv = np.divide(np.float32(1.0) - alpha, s, out=np.zeros_like(s), where=s > 0)
+        inv = np.divide(np.float32(1.0) - alpha32, s, out=np.zeros_like(s), where=s > 0)
         tot *= inv[:, :, None]
         tot += apb  # q~ = (1 - alpha) q + alpha p
         if kind == "kl":
@@ -118,8 +118,11 @@ def candidate_distributions(
     return out
 
 
+CC = TypeVar("CC", bound=CalibratedConfig)
+
+
 @RERANKERS.register
-class CalibratedReranker(Reranker[CalibratedConfig]):
+class CalibratedReranker(Reranker[CC], Generic[CC]):
     """Steck's calibrated re-ranking over item categories (genres by default).
 
     ``strength`` is ``lambda``. See the module docstring for the objective.

@@ -34,6 +34,7 @@ from debiasrec.data.split import Split
 from debiasrec.debias.post.base import RERANKERS, RerankContext, ScoresLike, candidates
 from debiasrec.debias.post.popularity import popularity_tier_features
 from debiasrec.errors import ConfigError, DataError, NotFittedError
+from debiasrec.metrics import DegenerateMetricWarning
 from debiasrec.metrics.beyond import exposure_gini, intra_list_diversity, long_tail_share
 from debiasrec.metrics.calibration import miscalibration
 from debiasrec.metrics.ranking import ranking_metrics
@@ -82,7 +83,7 @@ class Target(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Target:
         if self.op is None:
-            self.op = _DEFAULT_OP[self.metric]  # type: ignore[assignment]
+            self.op = "<=" if _DEFAULT_OP[self.metric] == "<=" else ">="
         if self.metric == "gap_ndcg" and not self.attr:
             raise ValueError("gap_ndcg needs attr (e.g. 'gap_ndcg:gender <= 0.01')")
         return self
@@ -168,7 +169,9 @@ def measure(
     top = np.asarray(recs.items)[:, :k]
     users = np.asarray(recs.users, dtype=np.int64)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # The controller measures many candidate strengths on validation users; per-user NaNs
+        # (no validation hit, no category mass) are expected there and averaged out with nanmean.
+        warnings.filterwarnings("ignore", category=DegenerateMetricWarning)
         if metric in ("ndcg", "gap_ndcg"):
             if truth is None:
                 raise DataError(f"{metric} needs held-out interactions")

@@ -14,6 +14,8 @@ intra-list diversity (:func:`debiasrec.metrics.intra_list_diversity`, Ziegler et
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from debiasrec.debias.post.base import RERANKERS, RerankConfig, RerankContext, Reranker, greedy_loop
@@ -23,8 +25,8 @@ class DiversityConfig(RerankConfig):
     """Options of :class:`MMRReranker` (only the shared ones)."""
 
 
-def unit_rows(features: object) -> np.ndarray:
-    """Dense L2-normalised rows of a feature matrix (zero rows stay zero)."""
+def unit_rows(features: Any) -> np.ndarray:
+    """Dense L2-normalised rows of a feature matrix (sparse or dense; zero rows stay zero)."""
     import scipy.sparse as sp
 
     dense = np.asarray(features.todense() if sp.issparse(features) else features, dtype=np.float64)

@@ -148,7 +148,8 @@ class ExposureReranker(Reranker[ExposureConfig]):
         feats = context.require_features(self.name)
         dense = np.asarray(feats.todense())
         codes = np.where(dense.sum(axis=1) > 0, dense.argmax(axis=1), -1)
-        return codes.astype(np.int64), list(context.feature_names or range(dense.shape[1]))
+        names = context.feature_names or [str(j) for j in range(dense.shape[1])]
+        return codes.astype(np.int64), list(names)
 
     def _weights(self, names: list[str]) -> dict[str, float]:
         w = self.config.weights

@@ -42,6 +42,7 @@ from debiasrec.debias.post.base import (
     sort_candidates,
 )
 from debiasrec.errors import DataError
+from debiasrec.metrics import DegenerateMetricWarning
 from debiasrec.metrics.ranking import ranking_metrics
 from debiasrec.models.base import Recs
 
@@ -97,7 +98,8 @@ class GroupFairReranker(Reranker[GroupFairConfig]):
         topk = np.where(valid, items, -1)
         k = min(cfg.k, topk.shape[1])
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # Candidate lists of users without validation hits: NaN, excluded from the means.
+            warnings.filterwarnings("ignore", category=DegenerateMetricWarning)
             ndcg = ranking_metrics(topk[:, :k], truth, ks=[k], metrics=["ndcg"])[f"ndcg@{k}"]
         # hit rate per base rank
         t = truth.tocsr()

@@ -45,7 +45,7 @@ def popularity_tier_features(
 
 
 @RERANKERS.register
-class PopularityCalibrationReranker(CalibratedReranker):
+class PopularityCalibrationReranker(CalibratedReranker[PopularityCalibrationConfig]):
     """Match each user's head/mid/tail profile; ``strength`` is ``lambda``."""
 
     name = "popularity"

@@ -150,6 +150,7 @@ class ProfileGAN(torch.nn.Module):
             if seeded
             else None
         )
+        self.scale: torch.Tensor
         self.register_buffer("scale", torch.ones(()))
 
     def logits(

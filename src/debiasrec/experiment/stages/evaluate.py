@@ -18,7 +18,7 @@ def save_evaluation(ev: Evaluation, folder: Path) -> bool:
     """Write an evaluation (tables as Parquet, lists as ``.npz`` without pickle)."""
     ev.results.to_parquet(folder / "results.parquet", index=False)
     ev.per_user.to_parquet(folder / "per_user.parquet", index=False)
-    arrays = {"topk": ev.topk, "users": ev.users}
+    arrays: dict[str, Any] = {"topk": ev.topk, "users": ev.users}
     if ev.scores is not None:
         arrays["scores"] = ev.scores
     np.savez(folder / "lists.npz", **arrays)
