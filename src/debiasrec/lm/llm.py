@@ -978,11 +978,13 @@ class RankingExample:
         prompt: the user-turn text (chat template applied by the model).
         candidates: candidate answers (titles), e.g. a retriever's candidates for the user.
         positives: indices into ``candidates`` of the items the user went on to choose.
+        user: the user code the example was made for (bookkeeping only; -1 = none).
     """
 
     prompt: str
     candidates: tuple[str, ...]
     positives: tuple[int, ...]
+    user: int = -1
 
     def __post_init__(self) -> None:
         n = len(self.candidates)

@@ -650,10 +650,11 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             raise DataError("llm_ranker rank fine-tuning needs users with at least 3 items")
         n_c = cfg.rank_candidates or cfg.n_candidates
         cands = rank_retriever.recommend(users, k=n_c).items
-        texts = TextRenderer(
+        renderer = TextRenderer(
             inner, item_template=cfg.item_template, user_template=cfg.user_template
-        ).user_texts(users)
-        titles = self.titles_
+        )
+        texts = renderer.user_texts(users)
+        titles = renderer.titles()
         examples = []
         missed = n_pos = 0
         for r, u in enumerate(users):
@@ -676,6 +677,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
                         prompt,
                         tuple(titles[int(i)] for i in row[sel]),
                         tuple(int(j) for j in np.flatnonzero(np.isin(sel, p_sel))),
+                        user=int(u),
                     )
                 )
                 n_pos += len(p_sel)
