@@ -542,3 +542,62 @@ def test_new_config_checks() -> None:
         LLMRanker(fusion_grid=[0.0, 2.0])
     assert LLMRanker(fusion_weight="validation").config.fusion_weight == "validation"
     assert LLMRanker(finetune_users="all").config.finetune_users == "all"
+
+
+def test_choose_fusion_weight_on_a_fitted_model(split: Split) -> None:
+    from debiasrec.errors import NotFittedError
+    from debiasrec.models.llm_ranker import best_weight, fusion_sweep
+
+    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(NotFittedError):
+        make(fusion_grid=grid).choose_fusion_weight(split.valid)
+    m = make(length_norm="sum", fusion_grid=grid, fusion_val_users=7).fit(split.train, rng=0)
+    titles = m.titles_
+    vcsr = split.valid.csr()
+    liked = {
+        m._prompts([m.user_texts_[u]])[0]: {
+            titles[i] for i in vcsr.indices[vcsr.indptr[u] : vcsr.indptr[u + 1]]
+        }
+        for u in range(split.train.n_users)
+    }
+    oracle = _OracleLM(liked)
+    m.lm_ = oracle
+    assert m.fusion_weight_ == 0.0
+    # given users: the weight is the best of the sweep over exactly these users' candidates
+    users = np.flatnonzero(np.diff(vcsr.indptr) > 0)[:25]
+    w = m.choose_fusion_weight(split.valid, users=users)
+    assert oracle.calls == 25
+    cs = m.candidate_scores(users)  # memoised: no new LLM call, same LLM scores
+    assert oracle.calls == 25
+    table = fusion_sweep(cs.llm, cs.retriever, cs.items, vcsr[users], grid, k=10)
+    assert m.fusion_table_ == table
+    assert w == m.fusion_weight_ == best_weight(table)
+    assert w < 1.0 and table[w] > table[1.0]  # the informative LLM gets weight
+    # the chosen weight is applied to later scores
+    from debiasrec.models.llm_ranker import fuse_scores
+
+    if w > 0:
+        np.testing.assert_allclose(cs.scores, fuse_scores(cs.llm, cs.retriever, w), equal_nan=True)
+    # default users: fusion_val_users sampled among users with validation items, seeded
+    before = oracle.calls
+    m.choose_fusion_weight(split.valid, rng=3)
+    assert oracle.calls - before <= 7  # at most 7 new prompts (some may be memoised)
+    t3 = m.fusion_table_
+    m.choose_fusion_weight(split.valid, rng=3)
+    assert m.fusion_table_ == t3
+    # bad calls: one clear error each
+    with pytest.raises(ConfigError, match="valid"):
+        m.choose_fusion_weight(None)
+    emptied = split.valid.subset(~np.isin(split.valid.users, users[:3]))
+    with pytest.raises(DataError, match="validation items"):
+        m.choose_fusion_weight(emptied, users=users[:3])
+    with pytest.raises(DataError):
+        m.choose_fusion_weight(split.valid, users=np.array([10_000]))
+
+
+def test_validation_fusion_without_valid_fails_before_finetuning(split: Split) -> None:
+    steps: list[Any] = []
+    m = make(**RANK, fusion_weight="validation")
+    with pytest.raises(ConfigError, match="valid"):
+        m.fit(split.train, rng=0, progress=lambda *a: steps.append(a))
+    assert steps == []  # no fine-tuning step ran

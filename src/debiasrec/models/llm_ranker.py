@@ -342,7 +342,7 @@ def best_weight(table: dict[float, float]) -> float:
     """The weight with the highest value (the first one in grid order on ties)."""
     finite = {w: v for w, v in table.items() if np.isfinite(v)}
     if not finite:
-        raise DataError("no validation user has a true item among the candidates' users")
+        raise DataError("best_weight: no finite value (no user with true items?)")
     top = max(finite.values())
     return next(w for w, v in finite.items() if v == top)
 
@@ -460,6 +460,8 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
     ) -> None:
         cfg = self.config
+        if cfg.fusion_weight == "validation" and valid is None:  # before hours of fine-tuning
+            raise ConfigError("fusion_weight='validation' needs fit(train, valid=...)")
         gen = np_rng(rng)
         renderer = TextRenderer(
             train, item_template=cfg.item_template, user_template=cfg.user_template
@@ -500,7 +502,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             )  # fmt: skip
             self._finetune_rank(examples, seed=derive_seed(gen) % (2**31))
         if cfg.fusion_weight == "validation":
-            self._choose_fusion(valid, gen)
+            self.choose_fusion_weight(valid, rng=gen)
 
     def finetune_examples(
         self,
@@ -715,25 +717,47 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         )
         self.finetune_seconds_ = time.perf_counter() - start
 
-    def _choose_fusion(self, valid: Dataset | None, gen: np.random.Generator) -> None:
-        """Set ``fusion_weight_`` to the grid weight with the best validation NDCG."""
+    def choose_fusion_weight(
+        self,
+        valid: Dataset | None,
+        *,
+        users: np.ndarray | None = None,
+        rng: int | np.random.Generator | None = None,
+    ) -> float:
+        """Set ``fusion_weight_`` to the ``fusion_grid`` weight with the best validation NDCG.
+
+        Each grid weight ranks the candidates of validation users by :func:`fuse_scores` of
+        the LLM and retriever scores; the one with the highest mean NDCG@``fusion_k`` on the
+        validation items wins (``fusion_table_`` holds every weight's value). Called by ``fit``
+        when ``fusion_weight="validation"``; callable again on a fitted model (LLM scores are
+        memoised, so only new prompts cost model calls).
+
+        Args:
+            valid: validation interactions (same users and items as the training data).
+            users: validation users to use; default ``fusion_val_users`` users with
+                validation items drawn with ``rng`` (all of them when 0).
+        """
         cfg = self.config
+        self._check_fitted()
         if valid is None:
             raise ConfigError("fusion_weight='validation' needs fit(train, valid=...)")
         vcsr = valid.csr()
         if vcsr.shape[1] != self.n_items_ or vcsr.shape[0] > self.n_users_:
             raise DataError("valid must share the training data's users and items")
-        users = np.flatnonzero(np.diff(vcsr.indptr) > 0)
-        if len(users) == 0:
-            raise DataError("fusion_weight='validation': no user has validation items")
-        if cfg.fusion_val_users and len(users) > cfg.fusion_val_users:
-            users = np.sort(gen.choice(users, cfg.fusion_val_users, replace=False))
+        if users is None:
+            users = np.flatnonzero(np.diff(vcsr.indptr) > 0)
+            if cfg.fusion_val_users and len(users) > cfg.fusion_val_users:
+                users = np.sort(np_rng(rng).choice(users, cfg.fusion_val_users, replace=False))
+        users = self._check_users(users)
+        if len(users) == 0 or vcsr[users].nnz == 0:
+            raise DataError("fusion_weight='validation': no chosen user has validation items")
         self.fusion_weight_ = 0.0
         cs = self.candidate_scores(users)
         self.fusion_table_ = fusion_sweep(
             cs.llm, cs.retriever, cs.items, vcsr[users], cfg.fusion_grid, k=cfg.fusion_k
         )
         self.fusion_weight_ = best_weight(self.fusion_table_)
+        return self.fusion_weight_
 
     # ------------------------------------------------------------------ candidates and scores
     def candidates(self, user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
