@@ -234,11 +234,12 @@ def stage_variant(args: argparse.Namespace, split: Any, cache: Path) -> None:
 
 
 def stage_audit(args: argparse.Namespace, split: Any, cache: Path) -> None:
-    """Choose the fusion weight on the evaluation users' validation items, run the audit with
-    the LLM-only and the fused ranking.
+    """The audit of the LLM-only ranking, then of the fused one (the same, memoised LLM scores).
 
-    The evaluation users are scored here unless their scores are stored; with ``--users`` equal
-    to ``--audit-users`` they are the audit's users, whose neutral prompts are then memoised.
+    The fusion weight is chosen on the evaluation users' validation items: from their stored
+    scores (``variant`` stage, or another process) when they exist by the time the fused pass
+    starts, else they are scored here. With ``--users`` equal to ``--audit-users`` they are the
+    audit's users: scored first, so the audit's neutral prompts are memoised.
     """
     from debiasrec.experiment.llm_audit import AuditConfig, run_audit
     from debiasrec.models.llm_ranker import best_weight, fusion_sweep
@@ -246,15 +247,19 @@ def stage_audit(args: argparse.Namespace, split: Any, cache: Path) -> None:
     model = get_model(args.name, split, cache, finetune_users=args.finetune_users)
     users = eval_sample(split, args.users)
     stored = cache / f"scores-{args.name}-{len(users)}.npz"
-    if stored.exists():  # the same weight choose_fusion_weight gives, from the stored scores
-        d = np.load(stored)
-        table = fusion_sweep(d["llm"], d["retriever"], d["items"], split.valid.csr()[users],
-                             model.config.fusion_grid, k=model.config.fusion_k)  # fmt: skip
-        w = best_weight(table)
-    else:
+    if args.users == args.audit_users and not stored.exists():
+        score_users(model, args.name, users, cache)
+
+    def fusion_weight() -> float:
+        if stored.exists():  # the weight choose_fusion_weight gives, from the stored scores
+            d = np.load(stored)
+            table = fusion_sweep(d["llm"], d["retriever"], d["items"], split.valid.csr()[users],
+                                 model.config.fusion_grid, k=model.config.fusion_k)  # fmt: skip
+            return best_weight(table)
         score_users(model, args.name, users, cache)
         # on the validation items of the evaluation users (free: the scores are memoised)
-        w = model.choose_fusion_weight(split.valid, users=users)
+        return model.choose_fusion_weight(split.valid, users=users)
+
     attrs = args.audit_attrs.split(",")
     values = {"age": [25, 50], "gender": ["M", "F"], "occupation": ["student", "engineer"]}
     cfg = AuditConfig(
@@ -265,8 +270,11 @@ def stage_audit(args: argparse.Namespace, split: Any, cache: Path) -> None:
     t = time.perf_counter()
     load0 = load_avg()
     done: list[str] = []
-    for tag, weight in (("llm", 0.0), ("fused", w)):
-        model.fusion_weight_ = weight  # the LLM scores are memoised: the second pass is free
+    w = float("nan")
+    for tag in ("llm", "fused"):
+        if tag == "fused":
+            w = fusion_weight()
+        model.fusion_weight_ = 0.0 if tag == "llm" else w  # memoised: the fused pass is free
 
         def progress(lab: str, tag: str = tag) -> None:
             done.append(lab)
@@ -332,6 +340,7 @@ def stage_report(args: argparse.Namespace, split: Any, cache: Path) -> None:
     notes = []
     found = sorted(cache.glob("scores-*.npz"))
     done = {}
+    stats: dict[str, Any] = {}
     for name in VARIANTS:
         files = [f for f in found if f.name.startswith(f"scores-{name}-")]
         if not files:
@@ -376,6 +385,7 @@ def stage_report(args: argparse.Namespace, split: Any, cache: Path) -> None:
             + ", ".join(f"{k:.2f}: {v:.4f}" for k, v in table.items() if round(k * 20) % 2 == 0)
         )
         done[name] = (t_llm, t_ret, t_fus, users)
+        stats[name] = (m_l[0], m_r[0], m_f[0], pt)
     # fine-tuned vs zero-shot, LLM only (paired, same users)
     comp = []
     for name in ("lora", "full"):
@@ -397,7 +407,9 @@ def stage_report(args: argparse.Namespace, split: Any, cache: Path) -> None:
             "Cost (CPU, niced, torch threads as in the commands; the 2-core machine was shared "
             "with other engineers' jobs, so the load averages say how busy; these are costs on "
             "a loaded machine, not speed measurements):", "", *notes]  # fmt: skip
-    body += audit_report(cache)
+    audit_lines, hist = audit_report(cache)
+    body += audit_lines
+    body += bars(stats, hist)
     text = "\n".join(body)
     print(text)
     if not args.no_write:
@@ -408,8 +420,30 @@ def stage_report(args: argparse.Namespace, split: Any, cache: Path) -> None:
             a for a in sys.argv[1:] if a != "--no-write"), text)  # fmt: skip
 
 
-def audit_report(cache: Path) -> list[str]:
+def bars(stats: dict[str, Any], hist: dict[tuple[str, str], Any]) -> list[str]:
+    """Each must-show bar of issue 15 (parts 3-4), met or not, computed from the numbers above."""
+    out = ["", "Against the bars (computed from the numbers above):", ""]
+    for name, (llm, ret, fused, pt) in stats.items():
+        ok = fused > ret and pt["p_value"] < 0.05 and pt["p_value_ttest"] < 0.05
+        out.append(
+            f"- {name}: fused above the retriever with paired p < 0.05: "
+            f"{'met' if ok else 'NOT met'} ({fmt(fused)} vs {fmt(ret)}, p "
+            f"{fmt(pt['p_value'])} / {fmt(pt['p_value_ttest'])}, {pt['n']} users)"
+        )
+        out.append(f"- {name}: LLM only within 10% of the retriever: "
+                   f"{'met' if llm >= 0.9 * ret else 'NOT met'} ({fmt(llm)} = "
+                   f"{llm / ret:.3f} x {fmt(ret)})")  # fmt: skip
+    for (name, tag), (val, lo, hi, n) in hist.items():
+        out.append(f"- {name}, {'LLM only' if tag == 'llm' else 'fused'}: history-swap "
+                   f"Jaccard@10 < 0.5: {'met' if val < 0.5 else 'NOT met'} ({fmt(val, 3)} "
+                   f"[{fmt(lo, 3)}, {fmt(hi, 3)}]); audit >= 200 users: "
+                   f"{'met' if n >= 200 else 'NOT met'} ({n} users)")  # fmt: skip
+    return out
+
+
+def audit_report(cache: Path) -> tuple[list[str], dict[tuple[str, str], Any]]:
     out: list[str] = []
+    hist: dict[tuple[str, str], Any] = {}
     for meta_f in sorted(cache.glob("audit-*.json")):
         name = meta_f.stem[len("audit-") :]
         meta = json.loads(meta_f.read_text())
@@ -438,13 +472,16 @@ def audit_report(cache: Path) -> list[str]:
                     "–" if ex is None else f"{ex.value:+.4f} [{ex.ci_low:+.4f}, {ex.ci_high:+.4f}]"
                 )
                 p = v.value.get(("p_snsr_jaccard@10", fam), float("nan"))
-                out.append(
-                    f"| {label} | {fam} | {fmt(snsr)} | {ex_s} | {fmt(p)} | {fmt(mean_j, 3)} |"
-                )
+                if fam == "history":
+                    h = groups.iloc[0]
+                    hist[(name, tag)] = (h.value, h.ci_low, h.ci_high, meta["n_users"])
+                    mean_j = f"{h.value:.3f} [{h.ci_low:.3f}, {h.ci_high:.3f}]"
+                mj = mean_j if isinstance(mean_j, str) else fmt(mean_j, 3)
+                out.append(f"| {label} | {fam} | {fmt(snsr)} | {ex_s} | {fmt(p)} | {mj} |")
             nd = r[r.metric == "cf_ndcg@10"].set_index("group")
             out.append(f"| {label} | cf_ndcg@10 neutral / other history | "
                        f"{fmt(nd.value['neutral'])} / {fmt(nd.value['history=other'])} | | | |")  # fmt: skip
-    return out
+    return out, hist
 
 
 def main() -> None:
