@@ -288,6 +288,7 @@ def stage_audit(args: argparse.Namespace, split: Any, cache: Path) -> None:
         lists.to_parquet(cache / f"audit-lists-{args.name}-{tag}.parquet", index=False)
     meta = {"audit_s": time.perf_counter() - t, "fusion_weight": w, "n_users": args.audit_users,
             "attrs": attrs, "load_before": load0, "load_after": load_avg(),
+            "neutral_memoised": args.users == args.audit_users,
             "variants": len(done) // 2}  # fmt: skip
     (cache / f"audit-{args.name}.json").write_text(json.dumps(meta, indent=2))
     print(meta, flush=True)
@@ -409,7 +410,8 @@ def stage_report(args: argparse.Namespace, split: Any, cache: Path) -> None:
             "a loaded machine, not speed measurements):", "", *notes]  # fmt: skip
     audit_lines, hist = audit_report(cache)
     body += audit_lines
-    body += bars(stats, hist)
+    cost = {f.stem[len("audit-") :]: json.loads(f.read_text()) for f in cache.glob("audit-*.json")}
+    body += bars(stats, hist, cost)
     text = "\n".join(body)
     print(text)
     if not args.no_write:
@@ -420,7 +422,9 @@ def stage_report(args: argparse.Namespace, split: Any, cache: Path) -> None:
             a for a in sys.argv[1:] if a != "--no-write"), text)  # fmt: skip
 
 
-def bars(stats: dict[str, Any], hist: dict[tuple[str, str], Any]) -> list[str]:
+def bars(
+    stats: dict[str, Any], hist: dict[tuple[str, str], Any], audit_cost: dict[str, Any]
+) -> list[str]:
     """Each must-show bar of issue 15 (parts 3-4), met or not, computed from the numbers above."""
     out = ["", "Against the bars (computed from the numbers above):", ""]
     for name, (llm, ret, fused, pt) in stats.items():
@@ -438,6 +442,14 @@ def bars(stats: dict[str, Any], hist: dict[tuple[str, str], Any]) -> list[str]:
                    f"Jaccard@10 < 0.5: {'met' if val < 0.5 else 'NOT met'} ({fmt(val, 3)} "
                    f"[{fmt(lo, 3)}, {fmt(hi, 3)}]); audit >= 200 users: "
                    f"{'met' if n >= 200 else 'NOT met'} ({n} users)")  # fmt: skip
+    for name, meta in audit_cost.items():
+        # with the evaluation users audited, their neutral prompts were memoised
+        scored = meta["variants"] - int(meta.get("neutral_memoised", True))
+        per = meta["audit_s"] / (meta["n_users"] * scored)
+        out.append(f"- {name} audit cost here: {per:.1f} s per prompt of {N_CAND} candidates "
+                   f"(load {meta['load_before']} -> {meta['load_after']}), so 200 users with "
+                   f"these {meta['variants']} prompts each (none memoised) would take about "
+                   f"{per * 200 * meta['variants'] / 60:.0f} min on this machine")  # fmt: skip
     return out
 
 
