@@ -438,7 +438,7 @@ def bars(
                    f"{'met' if llm >= 0.9 * ret else 'NOT met'} ({fmt(llm)} = "
                    f"{llm / ret:.3f} x {fmt(ret)})")  # fmt: skip
     for (name, tag), (val, lo, hi, n) in hist.items():
-        out.append(f"- {name}, {'LLM only' if tag == 'llm' else 'fused'}: history-swap "
+        out.append(f"- {shown(name)}, {'LLM only' if tag == 'llm' else 'fused'}: history-swap "
                    f"Jaccard@10 < 0.5: {'met' if val < 0.5 else 'NOT met'} ({fmt(val, 3)} "
                    f"[{fmt(lo, 3)}, {fmt(hi, 3)}]); audit >= 200 users: "
                    f"{'met' if n >= 200 else 'NOT met'} ({n} users)")  # fmt: skip
@@ -446,11 +446,16 @@ def bars(
         # with the evaluation users audited, their neutral prompts were memoised
         scored = meta["variants"] - int(meta.get("neutral_memoised", True))
         per = meta["audit_s"] / (meta["n_users"] * scored)
-        out.append(f"- {name} audit cost here: {per:.1f} s per prompt of {N_CAND} candidates "
+        out.append(f"- {shown(name)} audit ({meta['n_users']} users) cost here: {per:.1f} s per prompt of {N_CAND} candidates "
                    f"(load {meta['load_before']} -> {meta['load_after']}), so 200 users with "
                    f"these {meta['variants']} prompts each (none memoised) would take about "
                    f"{per * 200 * meta['variants'] / 60:.0f} min on this machine")  # fmt: skip
     return out
+
+
+def shown(name: str) -> str:
+    """The variant of an audit file key (``lora``, or ``lora-a200`` for a second audit size)."""
+    return name.partition("-a")[0]
 
 
 def audit_report(cache: Path) -> tuple[list[str], dict[tuple[str, str], Any]]:
@@ -459,7 +464,9 @@ def audit_report(cache: Path) -> tuple[list[str], dict[tuple[str, str], Any]]:
     for meta_f in sorted(cache.glob("audit-*.json")):
         name = meta_f.stem[len("audit-") :]
         meta = json.loads(meta_f.read_text())
-        out += ["", f"Audit of the {name} ranker ({meta['n_users']} test users, "
+        same = meta.get("neutral_memoised", True)
+        out += ["", f"Audit of the {shown(name)} ranker ({meta['n_users']} test users"
+                f"{', the evaluation users' if same else ', drawn with the audit seed'}, "
                 f"{meta['variants']} prompts each, {meta['audit_s']:.0f} s, load "
                 f"{meta['load_before']} -> {meta['load_after']}):", "",
                 "| ranking | attribute | SNSR Jaccard@10 | excess over placebo [95% CI] | "
