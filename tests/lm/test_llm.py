@@ -267,8 +267,11 @@ def test_real_smollm2_gguf_offline(tmp_path) -> None:
     naive = lm.score_candidates([prompt], cands, method="naive")
     np.testing.assert_allclose(packed.sum, naive.sum, atol=1e-3)
     # the shared-prefix path (default) equals the previous packed path on a batch of prompts
-    prompts = [prompt, "User: age 35. Recently watched: Heat; Fargo. Recommend one movie.",
-               "User: no profile. Recommend one movie, title only."]
+    prompts = [
+        prompt,
+        "User: age 35. Recently watched: Heat; Fargo. Recommend one movie.",
+        "User: no profile. Recommend one movie, title only.",
+    ]
     many = [cands[0], ["Heat", "Casablanca", "Twelve Monkeys"], ["Toy Story", "Jaws"]]
     shared = lm.score_candidates(prompts, many, method="shared", batch_size=2)
     old = lm.score_candidates(prompts, many, method="packed", batch_size=2)
@@ -284,3 +287,140 @@ def test_real_smollm2_gguf_offline(tmp_path) -> None:
     assert again.load_info is not None and not again.load_info.dequantized_now
     assert time.perf_counter() - t < 60
     np.testing.assert_allclose(again.score_candidates([prompt], cands).sum, packed.sum, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- ranking fine-tuning
+def test_differentiable_scores_equal_the_scoring_path(tiny: CausalLM) -> None:
+    import torch
+
+    lp = tiny.score_candidates(PROMPTS, CANDS, method="naive")
+    p_ids = tiny.prompt_ids(PROMPTS)
+    c_ids = [tiny.candidate_ids(c) for c in CANDS]
+    total, count = tiny.candidate_logprob_tensor(p_ids, c_ids)
+    have = ~np.isnan(lp.sum)
+    np.testing.assert_allclose(total.detach().numpy()[have], lp.sum[have], atol=1e-4)
+    np.testing.assert_array_equal(count.numpy(), lp.n_tokens)
+    assert (total.detach().numpy()[~have] == 0).all()
+    # gradients reach the weights through every candidate cell
+    total.sum().backward()
+    grads = [p.grad for p in tiny.module.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    tiny.module.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        assert torch.isfinite(total).all()
+
+
+def _examples() -> list:
+    from debiasrec.lm.llm import RankingExample
+
+    titles = ["Toy Story", "Heat", "Alien", "Babe", "Fargo", "Star Wars", "Twelve Monkeys"]
+    out = []
+    for i in range(6):
+        cands = tuple(titles[(i + j) % len(titles)] for j in range(5))
+        out.append(RankingExample(f"User {i} watched {titles[i]}.", cands, (i % 5, (i + 2) % 5)))
+    return out
+
+
+def test_ranking_loss_by_hand(tiny: CausalLM) -> None:
+    from debiasrec.lm.llm import RankingExample, ranking_loss_terms
+
+    ex = [RankingExample(PROMPTS[0], tuple(CANDS[0]), (1, 3))]
+    s = tiny.score_candidates(PROMPTS[:1], CANDS[:1], method="naive")
+    sums, n_tok = s.sum[0], s.n_tokens[0]
+    neg = np.logaddexp(sums[0], sums[2])  # candidates 0 and 2 are the negatives
+    want = np.mean([np.logaddexp(sums[p], neg) - sums[p] for p in (1, 3)])
+    want_lm = np.mean([-sums[p] / n_tok[p] for p in (1, 3)])
+    terms = {k: v.detach() for k, v in ranking_loss_terms(tiny, ex).items()}
+    assert float(terms["rank"]) == pytest.approx(want, abs=1e-4)
+    assert float(terms["lm"]) == pytest.approx(want_lm, abs=1e-4)
+    mean = {
+        k: v.detach()
+        for k, v in ranking_loss_terms(tiny, ex, length_norm="mean", temperature=2.0).items()
+    }
+    m = sums / n_tok / 2.0
+    want_mean = np.mean([np.logaddexp(m[p], np.logaddexp(m[0], m[2])) - m[p] for p in (1, 3)])
+    assert float(mean["rank"]) == pytest.approx(want_mean, abs=1e-4)
+
+
+def test_ranking_example_checks() -> None:
+    from debiasrec.lm.llm import RankingExample
+
+    with pytest.raises(ConfigError, match="positives"):
+        RankingExample("p", ("a", "b"), ())
+    with pytest.raises(ConfigError, match="positives"):
+        RankingExample("p", ("a", "b"), (2,))
+    with pytest.raises(ConfigError, match="negative"):
+        RankingExample("p", ("a", "b"), (0, 1))
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_ranking_finetuning_lowers_the_ranking_loss(kind: str) -> None:
+    import torch
+
+    from debiasrec.lm.llm import enable_full_finetune, finetune_ranking, ranking_loss
+
+    model, tok = tiny_causal_lm(4)
+    lm = CausalLM.from_objects(model, tok, device="cpu")
+    ex = _examples()
+    before = ranking_loss(lm, ex)
+    base = {k: v.clone() for k, v in lm.base_model().named_parameters()}
+    if kind == "lora":
+        add_lora(lm, LoraSettings(rank=4, alpha=8.0, dropout=0.0), seed=0)
+        lr = 3e-2
+    else:
+        n = enable_full_finetune(lm)
+        assert n == sum(p.numel() for p in lm.module.parameters())
+        lr = 3e-3
+    state = torch.random.get_rng_state()
+    losses = finetune_ranking(lm, ex, epochs=10, lr=lr, batch_size=3, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    after = ranking_loss(lm, ex)
+    assert len(losses) == 10 and losses[-1] < losses[0]
+    assert after < 0.5 * before, (before, after)
+    changed = [
+        k
+        for k, v in lm.base_model().named_parameters()
+        if k in base and not torch.equal(v, base[k])
+    ]
+    if kind == "lora":
+        assert not changed  # only adapters train
+    else:
+        assert len(changed) == len(base)
+
+
+def test_ranking_finetuning_checks(tiny: CausalLM) -> None:
+    from debiasrec.lm.llm import finetune_ranking
+
+    model, tok = tiny_causal_lm(0)
+    lm = CausalLM.from_objects(model, tok, device="cpu")
+    for p in lm.module.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ConfigError, match="trainable"):
+        finetune_ranking(lm, _examples())
+    with pytest.raises(ConfigError, match="no examples"):
+        finetune_ranking(lm, [])
+    with pytest.raises(ConfigError, match="lr"):
+        finetune_ranking(lm, _examples(), lr=0)
+
+
+def test_full_weights_round_trip() -> None:
+    from debiasrec.lm.llm import enable_full_finetune, full_state, load_full_state
+
+    model, tok = tiny_causal_lm(5)
+    lm = CausalLM.from_objects(model, tok, device="cpu")
+    enable_full_finetune(lm)
+    from debiasrec.lm.llm import finetune_ranking
+
+    finetune_ranking(lm, _examples(), epochs=1, lr=1e-2, batch_size=6)
+    state = full_state(lm)
+    want = lm.score_candidates(PROMPTS, CANDS).sum
+    model2, tok2 = tiny_causal_lm(5)
+    lm2 = CausalLM.from_objects(model2, tok2, device="cpu")
+    assert not np.allclose(lm2.score_candidates(PROMPTS, CANDS).sum, want, equal_nan=True)
+    load_full_state(lm2, state)
+    np.testing.assert_allclose(lm2.score_candidates(PROMPTS, CANDS).sum, want, atol=1e-5)
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_full_state(lm2, {**state, "extra.weight": np.zeros(1, np.float32)})
+    add_lora(lm2, LoraSettings(rank=2), seed=0)
+    with pytest.raises(ConfigError, match="LoRA"):
+        enable_full_finetune(lm2)

@@ -325,3 +325,283 @@ def test_endpoint_settings_in_the_ranker_config() -> None:
         LLMRanker({"endpoint": {"url": "http://h/v1", "model": "m"}, "finetune_users": 3})
     with pytest.raises(ConfigError):
         LLMRanker({"endpoint": {"url": "ftp://h", "model": "m"}})
+
+
+# ---------------------------------------------------------------------- ranking objective
+RANK: dict[str, Any] = {
+    "finetune_objective": "rank",
+    "finetune_users": "all",
+    "retriever": "pop",
+    "retriever_params": {},
+    "n_candidates": 20,
+    "rank_holdout": 0.3,
+    "rank_positives": 2,
+    "rank_negatives": 3,
+    "user_template": {"profile": [], "history": 4},
+}
+
+
+def test_ranking_holdout_is_seeded_disjoint_and_sized(split: Split) -> None:
+    train = split.train
+    m = make(**RANK)
+    inner, held = m.ranking_holdout(train)
+    counts = np.bincount(train.users, minlength=train.n_users)
+    want = np.where(counts >= 3, np.clip(np.round(0.3 * counts), 1, counts - 2), 0)
+    np.testing.assert_array_equal(np.diff(held.indptr), want)
+    # inner + held = train, nothing shared
+    assert inner.n_interactions + held.nnz == train.n_interactions
+    assert (inner.csr().multiply(held)).nnz == 0
+    assert (inner.csr() + held != train.csr()).nnz == 0
+    # fixed by config, not by the fit seed
+    inner2, held2 = make(**RANK).ranking_holdout(train)
+    assert (held2 != held).nnz == 0
+    _, held3 = make(**{**RANK, "rank_holdout_seed": 1}).ranking_holdout(train)
+    assert (held3 != held).nnz > 0
+
+
+def test_ranking_examples_list_the_inner_history_in_time_order(split: Split) -> None:
+    from debiasrec.lm.templates import recent_history
+    from debiasrec.models import Pop
+
+    train = split.train
+    m = make(**{**RANK, "finetune_targets_per_user": 2})
+    inner, held = m.ranking_holdout(train)
+    retr = Pop().fit(inner, rng=0)
+    examples = m.ranking_examples(train, rng=0, rank_retriever=retr)
+    titles = TextRenderer(train).titles()
+    cands = retr.recommend(np.arange(train.n_users), k=20).items
+    assert m.rank_stats_["examples"] == len(examples) > 0
+    per_user: dict[int, set[int]] = {}
+    for e in examples:
+        u = e.user
+        hist = recent_history(inner, np.array([u]), 4)[0]
+        # the prompt lists the last 4 inner-history items, oldest first (by timestamp)
+        listed = e.prompt.split("Recently watched: ")[1].split(".\n")[0].split("; ")
+        assert listed == [titles[i] for i in hist]
+        ts = inner.timestamps[inner.users == u]
+        assert len(hist) == min(4, len(ts))
+        held_u = set(held.indices[held.indptr[u] : held.indptr[u + 1]].tolist())
+        code = {titles[i]: i for i in cands[u]}
+        items = [code[c] for c in e.candidates]  # every candidate is the inner retriever's
+        pos = {items[j] for j in e.positives}
+        assert pos <= held_u and 1 <= len(pos) <= 2
+        assert not (set(items) - pos) & held_u  # negatives are never held-out items
+        assert len(items) - len(pos) == 3
+        assert not per_user.setdefault(u, set()) & pos  # positives disjoint across lists
+        per_user[u] |= pos
+    # the prompt history is time-ordered, not row-ordered
+    ordered = recent_history(inner, np.arange(train.n_users), 4)
+    rows = [inner.items[inner.users == u][-4:] for u in range(train.n_users)]
+    assert any(list(a) != list(b) for a, b in zip(ordered, rows, strict=True))
+    # a retriever fitted on other data is refused
+    with pytest.raises(DataError, match="rank_retriever"):
+        m.ranking_examples(train, rng=0, rank_retriever=Pop().fit(train, rng=0))
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_rank_finetuning_end_to_end(split: Split, method: str, tmp_path: Path) -> None:
+    params = {**RANK, "finetune_method": method, "finetune_epochs": 2, "finetune_lr": 1e-2}
+    steps: list[tuple[int, int, float]] = []
+    m = make(**params).fit(split.train, rng=0, progress=lambda *a: steps.append(a))
+    assert len(m.finetune_losses_) == 2 and m.finetune_losses_[1] < m.finetune_losses_[0]
+    n_steps = 2 * -(-m.rank_stats_["examples"] // m.config.finetune_batch_size)
+    assert [s for s, _, _ in steps] == list(range(1, n_steps + 1))
+    users = np.arange(10)
+    before = m.score(users)
+    m.save(tmp_path / "m")
+    loaded = LLMRanker.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score(users), before)
+    zero = make(**{**params, "finetune_users": 0}).fit(split.train, rng=0)
+    assert not np.allclose(zero.score(users), before)
+    # a refit starts from the base weights again (full fine-tuning changed them in place)
+    again = m.fit(split.train, rng=0)
+    np.testing.assert_allclose(again.score(users), before, atol=1e-4)
+
+
+def test_fusion_by_hand() -> None:
+    from debiasrec.models.llm_ranker import fuse_scores
+
+    llm = np.array([[1.0, 2.0, 3.0, np.nan]])
+    retr = np.array([[30.0, 10.0, 20.0, 99.0]])  # the NaN cell's retriever score is ignored
+    z_l = (llm[0, :3] - 2.0) / np.std([1.0, 2.0, 3.0])
+    z_r = (retr[0, :3] - 20.0) / np.std([30.0, 10.0, 20.0])
+    out = fuse_scores(llm, retr, 0.25)
+    np.testing.assert_allclose(out[0, :3], 0.75 * z_l + 0.25 * z_r)
+    assert np.isnan(out[0, 3])
+    with pytest.raises(ConfigError):
+        fuse_scores(llm, retr, 1.5)
+
+
+def _planted(n: int, n_cand: int, seed: int, llm_noise: float) -> tuple[Any, ...]:
+    """Candidates with a latent relevance; retriever and LLM see it through independent noise."""
+    import scipy.sparse as sp
+
+    gen = np.random.default_rng(seed)
+    items = np.stack([gen.permutation(200)[:n_cand] for _ in range(n)])
+    rel = gen.random((n, n_cand)) < 0.15
+    latent = rel * 1.0
+    retr = latent + gen.normal(0, 0.8, latent.shape)
+    llm = latent + gen.normal(0, llm_noise, latent.shape)
+    rows = np.broadcast_to(np.arange(n)[:, None], items.shape)[rel]
+    truth = sp.csr_matrix((np.ones(rel.sum()), (rows, items[rel])), shape=(n, 200))
+    return llm, retr, items, truth
+
+
+def test_fusion_weight_on_validation_uses_an_informative_llm() -> None:
+    from debiasrec.models.llm_ranker import best_weight, fusion_sweep, ndcg_of_candidates
+
+    grid = [round(0.1 * i, 1) for i in range(11)]
+    llm, retr, items, truth = _planted(400, 20, 0, llm_noise=0.8)
+    w = best_weight(fusion_sweep(llm, retr, items, truth, grid))
+    assert 0.2 <= w <= 0.8  # both signals used
+    # applied to fresh (test) users, the chosen weight beats the retriever alone
+    llm_t, retr_t, items_t, truth_t = _planted(400, 20, 1, llm_noise=0.8)
+    from debiasrec.models.llm_ranker import fuse_scores
+
+    fused = np.nanmean(ndcg_of_candidates(fuse_scores(llm_t, retr_t, w), items_t, truth_t))
+    alone = np.nanmean(ndcg_of_candidates(retr_t, items_t, truth_t))
+    assert fused > alone + 0.03
+    # an uninformative LLM gets (almost) no weight
+    noise, retr2, items2, truth2 = _planted(400, 20, 2, llm_noise=1e6)
+    assert best_weight(fusion_sweep(noise, retr2, items2, truth2, grid)) >= 0.9
+
+
+class _OracleLM:
+    """Stands in for the LLM: log-likelihoods that know each user's held-out items (noisily)."""
+
+    def __init__(self, liked: dict[str, set[str]], seed: int = 0) -> None:
+        self.liked, self.gen, self.calls = liked, np.random.default_rng(seed), 0
+
+    def score_candidates(self, prompts: Any, cands: Any, batch_size: int = 8) -> Any:
+        from debiasrec.lm.llm import CandidateLogProbs
+
+        self.calls += len(prompts)
+        width = max(len(c) for c in cands)
+        out = np.full((len(prompts), width), np.nan)
+        n = np.zeros((len(prompts), width), dtype=np.int64)
+        for r, (p, cs) in enumerate(zip(prompts, cands, strict=True)):
+            for j, c in enumerate(cs):
+                out[r, j] = 2.0 * (c in self.liked.get(p, set())) + self.gen.normal(0, 1)
+                n[r, j] = 3
+        return CandidateLogProbs(sum=out, n_tokens=n)
+
+
+def test_fusion_weight_validation_end_to_end(split: Split, monkeypatch: Any) -> None:
+    m = make(fusion_weight="validation", length_norm="sum", fusion_grid=[0.0, 0.5, 1.0])
+    with pytest.raises(ConfigError, match="valid"):
+        m.fit(split.train, rng=0)
+    m = make(length_norm="sum").fit(split.train, rng=0)
+    titles = m.titles_
+    liked = {}
+    for part in (split.valid, split.test):
+        csr = part.csr()
+        for u in range(split.train.n_users):
+            key = m._prompts([m.user_texts_[u]])[0]
+            seen = csr.indices[csr.indptr[u] : csr.indptr[u + 1]]
+            liked.setdefault(key, set()).update(titles[i] for i in seen)
+    oracle = _OracleLM(liked)
+    m2 = make(fusion_weight="validation", length_norm="sum", fusion_grid=[0.0, 0.5, 1.0])
+    monkeypatch.setattr(LLMRanker, "_make_lm", lambda self: oracle)
+    m2.fit(split.train, valid=split.valid, rng=0)
+    assert set(m2.fusion_table_) == {0.0, 0.5, 1.0}
+    assert m2.fusion_weight_ < 1.0  # the informative LLM gets weight
+    assert m2.fusion_table_[m2.fusion_weight_] == max(m2.fusion_table_.values())
+    assert m2.fusion_table_[m2.fusion_weight_] > m2.fusion_table_[1.0]
+    users = np.arange(20)
+    cs = m2.candidate_scores(users)
+    from debiasrec.models.llm_ranker import fuse_scores
+
+    want = fuse_scores(cs.llm, cs.retriever, m2.fusion_weight_)
+    if m2.fusion_weight_ == 0:  # the LLM alone: its own scores (same order as their z-scores)
+        want = cs.llm
+    np.testing.assert_allclose(cs.scores, want, equal_nan=True)
+
+
+def test_scores_are_memoised_per_prompt(split: Split) -> None:
+    m = make(length_norm="sum").fit(split.train, rng=0)
+    oracle = _OracleLM({})
+    m.lm_ = oracle
+    users = np.arange(6)
+    a = m.candidate_scores(users)
+    assert oracle.calls == 6
+    b = m.candidate_scores(users)
+    assert oracle.calls == 6  # nothing re-scored
+    np.testing.assert_array_equal(a.scores, b.scores)
+    texts = [m.user_texts_[u] + " x" for u in users]
+    m.candidate_scores(users, texts)
+    assert oracle.calls == 12  # other prompts are scored
+    off = make(length_norm="sum", score_cache=0).fit(split.train, rng=0)
+    off.lm_ = oracle
+    off.candidate_scores(users)
+    off.candidate_scores(users)
+    assert oracle.calls == 24
+
+
+def test_new_config_checks() -> None:
+    with pytest.raises(ConfigError):
+        LLMRanker(fusion_weight=1.5)
+    with pytest.raises(ConfigError):
+        LLMRanker(finetune_users=-1)
+    with pytest.raises(ConfigError):
+        LLMRanker(fusion_grid=[0.0, 2.0])
+    assert LLMRanker(fusion_weight="validation").config.fusion_weight == "validation"
+    assert LLMRanker(finetune_users="all").config.finetune_users == "all"
+
+
+def test_choose_fusion_weight_on_a_fitted_model(split: Split) -> None:
+    from debiasrec.errors import NotFittedError
+    from debiasrec.models.llm_ranker import best_weight, fusion_sweep
+
+    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(NotFittedError):
+        make(fusion_grid=grid).choose_fusion_weight(split.valid)
+    m = make(length_norm="sum", fusion_grid=grid, fusion_val_users=7).fit(split.train, rng=0)
+    titles = m.titles_
+    vcsr = split.valid.csr()
+    liked = {
+        m._prompts([m.user_texts_[u]])[0]: {
+            titles[i] for i in vcsr.indices[vcsr.indptr[u] : vcsr.indptr[u + 1]]
+        }
+        for u in range(split.train.n_users)
+    }
+    oracle = _OracleLM(liked)
+    m.lm_ = oracle
+    assert m.fusion_weight_ == 0.0
+    # given users: the weight is the best of the sweep over exactly these users' candidates
+    users = np.flatnonzero(np.diff(vcsr.indptr) > 0)[:25]
+    w = m.choose_fusion_weight(split.valid, users=users)
+    assert oracle.calls == 25
+    cs = m.candidate_scores(users)  # memoised: no new LLM call, same LLM scores
+    assert oracle.calls == 25
+    table = fusion_sweep(cs.llm, cs.retriever, cs.items, vcsr[users], grid, k=10)
+    assert m.fusion_table_ == table
+    assert w == m.fusion_weight_ == best_weight(table)
+    assert w < 1.0 and table[w] > table[1.0]  # the informative LLM gets weight
+    # the chosen weight is applied to later scores
+    from debiasrec.models.llm_ranker import fuse_scores
+
+    if w > 0:
+        np.testing.assert_allclose(cs.scores, fuse_scores(cs.llm, cs.retriever, w), equal_nan=True)
+    # default users: fusion_val_users sampled among users with validation items, seeded
+    before = oracle.calls
+    m.choose_fusion_weight(split.valid, rng=3)
+    assert oracle.calls - before <= 7  # at most 7 new prompts (some may be memoised)
+    t3 = m.fusion_table_
+    m.choose_fusion_weight(split.valid, rng=3)
+    assert m.fusion_table_ == t3
+    # bad calls: one clear error each
+    with pytest.raises(ConfigError, match="valid"):
+        m.choose_fusion_weight(None)
+    emptied = split.valid.subset(~np.isin(split.valid.users, users[:3]))
+    with pytest.raises(DataError, match="validation items"):
+        m.choose_fusion_weight(emptied, users=users[:3])
+    with pytest.raises(DataError):
+        m.choose_fusion_weight(split.valid, users=np.array([10_000]))
+
+
+def test_validation_fusion_without_valid_fails_before_finetuning(split: Split) -> None:
+    steps: list[Any] = []
+    m = make(**RANK, fusion_weight="validation")
+    with pytest.raises(ConfigError, match="valid"):
+        m.fit(split.train, rng=0, progress=lambda *a: steps.append(a))
+    assert steps == []  # no fine-tuning step ran

@@ -210,6 +210,86 @@ class CandidateLogProbs:
         raise ConfigError(f"length_norm must be 'sum' or 'mean', got {length_norm!r}")
 
 
+@dataclass(frozen=True)
+class _Packed:
+    """One packed batch: ``[prompt suffix | candidate inputs]`` rows and where logits go.
+
+    ``seg`` marks padding (-1), prompt-suffix tokens (-2) and candidate ``j``'s tokens (j);
+    ``off`` is a token's offset inside its segment; ``keep`` the positions whose logits are
+    needed; ``lg_idx``/``tgt``/``cell`` say, for every scored token, which kept logit row
+    predicts it, the token id, and the flat ``prompt * width + candidate`` cell it adds to.
+    """
+
+    ids: np.ndarray
+    pos: np.ndarray
+    seg: np.ndarray
+    off: np.ndarray
+    keep: np.ndarray
+    lg_idx: np.ndarray
+    tgt: np.ndarray
+    cell: np.ndarray
+    p_len: int
+
+
+def _pack(
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[Sequence[int]]],
+    batch: Sequence[tuple[int, Sequence[int]]],
+    p_len: int,
+    width: int,
+    pad_id: int = 0,
+) -> _Packed:
+    """Build the packed inputs of ``batch`` = [(prompt index, candidate indices)] after a
+    shared prefix of ``p_len`` tokens (see :meth:`CausalLM._shared_scores`)."""
+    b = len(batch)
+    suf = [len(prompt_ids[i]) - p_len for i, _ in batch]
+    qs = [sum(len(candidate_ids[i][j]) - 1 for j in ch) for i, ch in batch]
+    sw = max(suf)
+    t = sw + max(qs)
+    ids = np.full((b, t), pad_id, dtype=np.int64)
+    pos = np.zeros((b, t), dtype=np.int64)
+    seg = np.full((b, t), -1, dtype=np.int64)
+    off = np.zeros((b, t), dtype=np.int64)
+    keep = np.zeros((b, t), dtype=bool)
+    lg_idx: list[np.ndarray] = []
+    tgt: list[np.ndarray] = []
+    cell: list[np.ndarray] = []
+    base = 0  # index of this row's first kept position in the flattened logits
+    for r, (i, chunk) in enumerate(batch):
+        sfx = prompt_ids[i][p_len:]
+        n_s = len(sfx)
+        ids[r, :n_s] = sfx
+        pos[r, :n_s] = p_len + np.arange(n_s)
+        seg[r, :n_s] = -2
+        off[r, :n_s] = np.arange(n_s)
+        keep[r, n_s - 1] = True
+        # first tokens: predicted by the last suffix position
+        lg_idx.append(np.full(len(chunk), base))
+        tgt.append(np.array([candidate_ids[i][j][0] for j in chunk]))
+        cell.append(i * width + np.asarray(chunk))
+        at = sw
+        for j in chunk:
+            c = candidate_ids[i][j]
+            m = len(c) - 1
+            if m:
+                steps = np.arange(m)
+                ids[r, at : at + m] = c[:-1]
+                pos[r, at : at + m] = p_len + n_s + steps
+                seg[r, at : at + m] = j
+                off[r, at : at + m] = steps
+                lg_idx.append(base + 1 + (at - sw) + steps)
+                tgt.append(np.asarray(c[1:]))
+                cell.append(np.full(m, i * width + j))
+            at += m
+        keep[r, sw:at] = True
+        base += 1 + (at - sw)
+    return _Packed(
+        ids, pos, seg, off, keep,
+        np.concatenate(lg_idx).astype(np.int64), np.concatenate(tgt).astype(np.int64),
+        np.concatenate(cell).astype(np.int64), p_len,
+    )  # fmt: skip
+
+
 class CausalLM:
     """A causal LM that scores candidate continuations of prompts and generates text.
 
@@ -447,9 +527,7 @@ class CausalLM:
                     for r, vals in enumerate(rows):
                         total[s + r, : len(vals)] = vals
             else:
-                raise ConfigError(
-                    f"method must be 'shared', 'packed' or 'naive', got {method!r}"
-                )
+                raise ConfigError(f"method must be 'shared', 'packed' or 'naive', got {method!r}")
         return CandidateLogProbs(sum=total, n_tokens=counts)
 
     def _forward(self, ids: Any, **kw: Any) -> Any:
@@ -630,94 +708,91 @@ class CausalLM:
         suf_len = [len(prompt_ids[i]) - p_len for i, _ in rows]
         q_len = [sum(len(candidate_ids[i][j]) - 1 for j in ch) for i, ch in rows]
         order = sorted(range(len(rows)), key=lambda r: (-(suf_len[r] + q_len[r]), r))
-        mdtype = self.base_model().dtype
-        min_val = torch.finfo(mdtype).min
-        keep_kw = self._supports("logits_to_keep")
         acc = torch.zeros(len(total) * width, dtype=torch.float64, device=dev)
         has = np.zeros(len(total) * width, dtype=bool)
         for s in range(0, len(order), batch_size):
-            batch = order[s : s + batch_size]
-            b = len(batch)
-            sw = max(suf_len[r] for r in batch)
-            t = sw + max(q_len[r] for r in batch)
-            ids = np.full((b, t), self.pad_id, dtype=np.int64)
-            pos = np.zeros((b, t), dtype=np.int64)
-            seg = np.full((b, t), -1, dtype=np.int64)  # -1 padding, -2 suffix, j candidate
-            off = np.zeros((b, t), dtype=np.int64)
-            keep = np.zeros((b, t), dtype=bool)
-            lg_idx: list[np.ndarray] = []
-            tgt: list[np.ndarray] = []
-            cell: list[np.ndarray] = []
-            base = 0  # index of this row's first kept position in the flattened logits
-            for r, row in enumerate(batch):
-                i, chunk = rows[row]
-                suf = prompt_ids[i][p_len:]
-                n_s = len(suf)
-                ids[r, :n_s] = suf
-                pos[r, :n_s] = p_len + np.arange(n_s)
-                seg[r, :n_s] = -2
-                off[r, :n_s] = np.arange(n_s)
-                keep[r, n_s - 1] = True
-                # first tokens: predicted by the last suffix position
-                lg_idx.append(np.full(len(chunk), base))
-                tgt.append(np.array([candidate_ids[i][j][0] for j in chunk]))
-                cell.append(i * width + np.asarray(chunk))
-                at = sw
-                for j in chunk:
-                    c = candidate_ids[i][j]
-                    m = len(c) - 1
-                    if m:
-                        steps = np.arange(m)
-                        ids[r, at : at + m] = c[:-1]
-                        pos[r, at : at + m] = p_len + n_s + steps
-                        seg[r, at : at + m] = j
-                        off[r, at : at + m] = steps
-                        lg_idx.append(base + 1 + (at - sw) + steps)
-                        tgt.append(np.asarray(c[1:]))
-                        cell.append(np.full(m, i * width + j))
-                    at += m
-                keep[r, sw:at] = True
-                base += 1 + (at - sw)
-            seg_t = torch.from_numpy(seg).to(dev)
-            off_t = torch.from_numpy(off).to(dev)
-            is_suf = seg_t == -2
-            is_cand = seg_t >= 0
-            causal = off_t[:, None, :] <= off_t[:, :, None]
-            allowed = (is_suf[:, :, None] & is_suf[:, None, :] & causal) | (
-                is_cand[:, :, None]
-                & (is_suf[:, None, :] | ((seg_t[:, :, None] == seg_t[:, None, :]) & causal))
-            )
-            # padding queries see themselves only (no empty rows, no NaN)
-            allowed |= torch.eye(t, dtype=torch.bool, device=dev)[None] & (seg_t == -1)[:, :, None]
-            if p_len:
-                allowed = torch.cat(
-                    [torch.ones((b, t, p_len), dtype=torch.bool, device=dev), allowed], dim=-1
-                )
-            mask4 = torch.zeros(allowed.shape, dtype=mdtype, device=dev)
-            mask4.masked_fill_(~allowed, min_val)
-            kw: dict[str, Any] = {"attention_mask": mask4[:, None]}
-            kw["position_ids"] = torch.from_numpy(pos).to(dev)
-            if kv is not None:
-                kw["cache"] = self._expanded_cache(kv, b)
-                kw["use_cache"] = True
-            else:
-                kw["use_cache"] = False
-            keep_t = torch.from_numpy(keep).to(dev)
-            if keep_kw:
-                kw["logits_to_keep"] = keep_t
-            logits = self._forward(torch.from_numpy(ids).to(dev), **kw).logits
-            if logits.dim() == 3:  # models without boolean logits_to_keep
-                logits = logits[keep_t]
-            li = torch.from_numpy(np.concatenate(lg_idx)).to(dev)
-            ti = torch.from_numpy(np.concatenate(tgt)).to(dev)
-            ci = np.concatenate(cell)
-            lse = torch.logsumexp(logits.float(), dim=-1)
-            vals = logits[li, ti].float() - lse[li]
-            acc.index_add_(0, torch.from_numpy(ci).to(dev), vals.double())
-            has[ci] = True
+            batch = [rows[r] for r in order[s : s + batch_size]]
+            pk = _pack(prompt_ids, candidate_ids, batch, p_len, width, self.pad_id)
+            vals = self._packed_logprobs(pk, kv)
+            ci = torch.from_numpy(pk.cell).to(dev)
+            acc.index_add_(0, ci, vals.double())
+            has[pk.cell] = True
         out = acc.cpu().numpy()
         flat = total.reshape(-1)
         flat[has] = out[has]
+
+    def _packed_logprobs(self, pk: _Packed, kv: list[tuple[Any, Any]] | None) -> Any:
+        """Token log-probabilities of one packed batch (aligned with ``pk.cell``).
+
+        Differentiable when called outside ``inference_mode`` (ranking fine-tuning runs the
+        very forward that scoring runs, with ``kv=None``: no shared prefix).
+        """
+        torch = self._torch
+        dev = self.device
+        b, t = pk.ids.shape
+        p_len = pk.p_len
+        mdtype = self.base_model().dtype
+        min_val = torch.finfo(mdtype).min
+        seg_t = torch.from_numpy(pk.seg).to(dev)
+        off_t = torch.from_numpy(pk.off).to(dev)
+        is_suf = seg_t == -2
+        is_cand = seg_t >= 0
+        causal = off_t[:, None, :] <= off_t[:, :, None]
+        allowed = (is_suf[:, :, None] & is_suf[:, None, :] & causal) | (
+            is_cand[:, :, None]
+            & (is_suf[:, None, :] | ((seg_t[:, :, None] == seg_t[:, None, :]) & causal))
+        )
+        # padding queries see themselves only (no empty rows, no NaN)
+        allowed |= torch.eye(t, dtype=torch.bool, device=dev)[None] & (seg_t == -1)[:, :, None]
+        if p_len:
+            allowed = torch.cat(
+                [torch.ones((b, t, p_len), dtype=torch.bool, device=dev), allowed], dim=-1
+            )
+        mask4 = torch.zeros(allowed.shape, dtype=mdtype, device=dev)
+        mask4.masked_fill_(~allowed, min_val)
+        kw: dict[str, Any] = {"attention_mask": mask4[:, None]}
+        kw["position_ids"] = torch.from_numpy(pk.pos).to(dev)
+        if kv is not None:
+            kw["cache"] = self._expanded_cache(kv, b)
+            kw["use_cache"] = True
+        else:
+            kw["use_cache"] = False
+        keep_t = torch.from_numpy(pk.keep).to(dev)
+        if self._supports("logits_to_keep"):
+            kw["logits_to_keep"] = keep_t
+        logits = self._forward(torch.from_numpy(pk.ids).to(dev), **kw).logits
+        if logits.dim() == 3:  # models without boolean logits_to_keep
+            logits = logits[keep_t]
+        li = torch.from_numpy(pk.lg_idx).to(dev)
+        ti = torch.from_numpy(pk.tgt).to(dev)
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        return logits[li, ti].float() - lse[li]
+
+    def candidate_logprob_tensor(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        candidate_ids: Sequence[Sequence[Sequence[int]]],
+    ) -> tuple[Any, Any]:
+        """Differentiable ``(sum, n_tokens)`` of ``[n_prompts, max_candidates]`` (one forward).
+
+        The same packed forward as scoring (``method="shared"``) without a shared prefix, and
+        with gradients: each row is a whole prompt followed by all its candidates' inputs. Used
+        by :func:`finetune_ranking`; padding cells hold 0 with ``n_tokens`` 0.
+        """
+        self.load()
+        torch = self._torch
+        n = len(prompt_ids)
+        width = max((len(c) for c in candidate_ids), default=0)
+        rows = [(i, list(range(len(cs)))) for i, cs in enumerate(candidate_ids) if len(cs)]
+        counts = torch.zeros(n * width, dtype=torch.float32, device=self.device)
+        total = torch.zeros(n * width, dtype=torch.float32, device=self.device)
+        if rows:
+            pk = _pack(prompt_ids, candidate_ids, rows, 0, width, self.pad_id)
+            vals = self._packed_logprobs(pk, None)
+            ci = torch.from_numpy(pk.cell).to(self.device)
+            total = total.index_add(0, ci, vals)
+            counts.index_add_(0, ci, torch.ones_like(vals))
+        return total.reshape(n, width), counts.reshape(n, width)
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -908,3 +983,203 @@ def finetune(
         finally:
             lm.module.eval()
     return losses
+
+
+# ---------------------------------------------------------------------- ranking fine-tuning
+@dataclass(frozen=True)
+class RankingExample:
+    """One listwise training example: a prompt, candidate answers and which are positives.
+
+    Attributes:
+        prompt: the user-turn text (chat template applied by the model).
+        candidates: candidate answers (titles), e.g. a retriever's candidates for the user.
+        positives: indices into ``candidates`` of the items the user went on to choose.
+        user: the user code the example was made for (bookkeeping only; -1 = none).
+    """
+
+    prompt: str
+    candidates: tuple[str, ...]
+    positives: tuple[int, ...]
+    user: int = -1
+
+    def __post_init__(self) -> None:
+        n = len(self.candidates)
+        if not self.positives or any(not 0 <= p < n for p in self.positives):
+            raise ConfigError(
+                f"RankingExample: positives {self.positives} must be non-empty indices into "
+                f"{n} candidates"
+            )
+        if len(set(self.positives)) == n:
+            raise ConfigError("RankingExample: needs at least one negative candidate")
+
+
+def ranking_loss_terms(
+    lm: CausalLM,
+    examples: Sequence[RankingExample],
+    *,
+    length_norm: Literal["sum", "mean"] = "sum",
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """Listwise loss of a batch of examples (differentiable torch scalars).
+
+    With ``s_j`` the candidate's score as the ranker computes it (``"sum"``: log p(c_j | prompt),
+    ``"mean"``: per token) and ``P``/``N`` the positives/negatives of an example:
+
+        rank = mean_{p in P} -log( exp(s_p / T) / (exp(s_p / T) + sum_{n in N} exp(s_n / T)) )
+        lm   = mean_{p in P} -log p(c_p | prompt) / |c_p|     (next-title cross-entropy)
+
+    each averaged over the examples (the sampled-softmax / InfoNCE form of a listwise loss,
+    each positive against the negatives only). ``rank`` trains exactly the scores used to rank.
+    """
+    torch = _require("torch")
+    p_ids = lm.prompt_ids([e.prompt for e in examples])
+    c_ids = [lm.candidate_ids(list(e.candidates)) for e in examples]
+    total, count = lm.candidate_logprob_tensor(p_ids, c_ids)
+    score = total / count.clamp(min=1) if length_norm == "mean" else total
+    score = score / temperature
+    n, width = score.shape
+    pos = torch.zeros((n, width), dtype=torch.bool, device=score.device)
+    neg = torch.zeros((n, width), dtype=torch.bool, device=score.device)
+    for r, e in enumerate(examples):
+        pos[r, list(e.positives)] = True
+        neg[r, : len(e.candidates)] = True
+        neg[r, list(e.positives)] = False
+    neg_lse = torch.logsumexp(score.masked_fill(~neg, float("-inf")), dim=1, keepdim=True)
+    # -log softmax of each positive against {itself} + negatives
+    per = torch.logaddexp(score, neg_lse) - score
+    rank = ((per * pos).sum(1) / pos.sum(1)).mean()
+    nll = (-(total / count.clamp(min=1)) * pos).sum(1) / pos.sum(1)
+    return {"rank": rank, "lm": nll.mean()}
+
+
+def enable_full_finetune(lm: CausalLM) -> int:
+    """Make every weight of ``lm`` trainable (full fine-tuning); returns the parameter count."""
+    lm.load()
+    if hasattr(lm.module, "peft_config"):
+        raise ConfigError("full fine-tuning of a model with LoRA adapters; remove them first")
+    n = 0
+    for p in lm.module.parameters():
+        p.requires_grad_(True)
+        n += p.numel()
+    return n
+
+
+def finetune_ranking(
+    lm: CausalLM,
+    examples: Sequence[RankingExample],
+    *,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    weight_decay: float = 0.0,
+    length_norm: Literal["sum", "mean"] = "sum",
+    lm_weight: float = 0.0,
+    temperature: float = 1.0,
+    schedule: Literal["constant", "linear"] = "linear",
+    seed: int = 0,
+    progress: Any = None,
+) -> list[float]:
+    """Train ``lm``'s trainable parameters (LoRA adapters or all weights) to rank candidates.
+
+    Minimises ``rank + lm_weight * lm`` of :func:`ranking_loss_terms` with AdamW; the learning
+    rate decays linearly to 0 over all steps (``schedule="linear"``) or stays constant.
+    Examples are shuffled each epoch with ``seed``; dropout draws from a forked torch RNG.
+
+    Args:
+        progress: called as ``progress(step, n_steps, loss)`` after each step (e.g. to log).
+
+    Returns:
+        Mean training loss of each epoch.
+    """
+    if epochs < 1 or batch_size < 1 or lr <= 0 or temperature <= 0 or lm_weight < 0:
+        raise ConfigError(
+            "finetune_ranking: epochs and batch_size must be >= 1, lr and temperature > 0, "
+            "lm_weight >= 0"
+        )
+    if not examples:
+        raise ConfigError("finetune_ranking: no examples")
+    torch = _require("torch")
+    lm.load()
+    params = [p for p in lm.module.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(
+            "finetune_ranking: the model has no trainable parameters; add LoRA adapters or call "
+            "enable_full_finetune"
+        )
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    n_steps = epochs * ((len(examples) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda s: 1.0 - s / n_steps) if schedule == "linear" else (lambda s: 1.0)
+    )
+    rng = np.random.default_rng(seed)
+    losses = []
+    step = 0
+    cuda = [lm.device.index or 0] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        lm.module.train()
+        try:
+            for _ in range(epochs):
+                order = rng.permutation(len(examples))
+                tot = 0.0
+                for s in range(0, len(order), batch_size):
+                    batch = [examples[i] for i in order[s : s + batch_size]]
+                    terms = ranking_loss_terms(
+                        lm, batch, length_norm=length_norm, temperature=temperature
+                    )
+                    loss = terms["rank"] + lm_weight * terms["lm"] if lm_weight else terms["rank"]
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    tot += float(loss.detach()) * len(batch)
+                    if progress is not None:
+                        progress(step, n_steps, float(loss.detach()))
+                losses.append(tot / len(examples))
+        finally:
+            lm.module.eval()
+    return losses
+
+
+def ranking_loss(
+    lm: CausalLM,
+    examples: Sequence[RankingExample],
+    *,
+    batch_size: int = 8,
+    length_norm: Literal["sum", "mean"] = "sum",
+    temperature: float = 1.0,
+) -> float:
+    """Mean listwise loss (``rank`` of :func:`ranking_loss_terms`) of ``examples``, no gradients."""
+    torch = _require("torch")
+    lm.load()
+    tot = 0.0
+    with torch.inference_mode():
+        for s in range(0, len(examples), batch_size):
+            batch = list(examples[s : s + batch_size])
+            terms = ranking_loss_terms(lm, batch, length_norm=length_norm, temperature=temperature)
+            tot += float(terms["rank"]) * len(batch)
+    return tot / max(len(examples), 1)
+
+
+def full_state(lm: CausalLM) -> dict[str, np.ndarray]:
+    """Every weight of ``lm`` (after full fine-tuning) as float32 arrays, tied weights once."""
+    lm.load()
+    return {k: v.detach().float().cpu().numpy() for k, v in lm.base_model().named_parameters()}
+
+
+def load_full_state(lm: CausalLM, state: dict[str, np.ndarray]) -> None:
+    """Set every weight of ``lm`` from :func:`full_state` output (names must match exactly)."""
+    torch = _require("torch")
+    lm.load()
+    params = dict(lm.base_model().named_parameters())
+    unknown = sorted(set(state) - set(params))
+    missing = sorted(set(params) - set(state))
+    if unknown or missing:
+        raise ConfigError(
+            f"saved LLM weights do not fit the model {lm.model_name!r}: unknown "
+            f"{unknown[:3]}, missing {missing[:3]}"
+        )
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(torch.from_numpy(np.array(v)))

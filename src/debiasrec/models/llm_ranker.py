@@ -42,11 +42,13 @@ mode any chat-completions server. Fine-tuning needs the weights, so it is in-pro
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field, field_validator
 
 from debiasrec.data.dataset import Dataset
@@ -105,7 +107,26 @@ class LLMRankerConfig(ModelConfig):
     length_norm: Literal["sum", "mean"] = "mean"
     calibration: Literal["none", "pmi"] = "none"
     content_free_user: str = Field("N/A", description="user text of the calibration prompt")
-    fusion_weight: float = Field(0.0, ge=0.0, le=1.0)
+    fusion_weight: float | Literal["validation"] = Field(
+        0.0,
+        description="weight w of the retriever in (1 - w) z(llm) + w z(retriever); 0 = the LLM "
+        "alone, 1 = the retriever's order; 'validation' = the grid value with the best "
+        "validation NDCG@fusion_k (fit needs valid)",
+    )
+    fusion_grid: list[float] = Field(
+        default_factory=lambda: [round(0.05 * i, 2) for i in range(21)],
+        description="weights tried by fusion_weight='validation'",
+    )
+    fusion_k: int = Field(10, ge=1, description="cut-off of the validation NDCG")
+    fusion_val_users: int = Field(
+        200, ge=0, description="validation users sampled to choose the weight; 0 = all"
+    )
+    score_cache: int = Field(
+        200_000,
+        ge=0,
+        description="(user, prompt) LLM score rows kept in memory, so that re-scoring the same "
+        "prompt (an audit's neutral variant, another fusion weight) costs nothing; 0 = off",
+    )
     outside_candidates: Literal["retriever", "-inf"] = "retriever"
     # templates
     user_template: UserTemplate = Field(
@@ -114,9 +135,38 @@ class LLMRankerConfig(ModelConfig):
         "fields); profile=None writes the dataset's sensitive attributes too",
     )
     item_template: ItemTemplate = Field(default_factory=ItemTemplate)
-    # fine-tuning (LoRA)
-    finetune_users: int = Field(0, ge=0, description="sampled users; 0 = zero-shot")
-    finetune_targets_per_user: int = Field(1, ge=1)
+    # fine-tuning
+    finetune_users: int | Literal["all"] = Field(
+        0, description="sampled users (at least 0); 0 = zero-shot; 'all' = every eligible user"
+    )
+    finetune_targets_per_user: int = Field(
+        1, ge=1, description="examples per user (next_title: targets; rank: lists)"
+    )
+    finetune_objective: Literal["next_title", "rank"] = Field(
+        "next_title",
+        description="next_title: cross-entropy of the next item's title; rank: listwise "
+        "softmax over retriever candidates (see the module doc)",
+    )
+    finetune_method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapters, or every weight (full fine-tuning, small models)"
+    )
+    finetune_schedule: Literal["constant", "linear"] = "constant"
+    finetune_weight_decay: float = Field(0.0, ge=0)
+    rank_holdout: float = Field(
+        0.1, gt=0, lt=1, description="share of each user's training items held out as positives"
+    )
+    rank_holdout_seed: int = Field(0, description="seed of the held-out items (fixed by config)")
+    rank_candidates: int | None = Field(
+        None, ge=2, description="inner retriever's candidates per user; None = n_candidates"
+    )
+    rank_positives: int = Field(3, ge=1, description="positives per list (at most)")
+    rank_negatives: int = Field(
+        12, ge=0, description="negatives per list, drawn from the candidates; 0 = all"
+    )
+    rank_lm_weight: float = Field(
+        0.0, ge=0, description="weight of the positives' next-title cross-entropy"
+    )
+    rank_temperature: float = Field(1.0, gt=0)
     finetune_epochs: int = Field(1, ge=1)
     finetune_lr: float = Field(1e-3, gt=0)
     finetune_batch_size: int = Field(4, ge=1)
@@ -145,7 +195,17 @@ class LLMRankerConfig(ModelConfig):
             raise ConfigError("llm_ranker: generate_instruction must contain '{user}'")
         if self.retriever.lower() == "llm_ranker":
             raise ConfigError("llm_ranker: the retriever cannot be another llm_ranker")
-        if self.endpoint is not None and self.finetune_users > 0:
+        if isinstance(self.finetune_users, int) and self.finetune_users < 0:
+            raise ConfigError("llm_ranker: finetune_users must be >= 0 or 'all'")
+        bad = [w for w in self.fusion_grid if not 0 <= w <= 1]
+        if bad or not self.fusion_grid:
+            raise ConfigError(f"llm_ranker: fusion_grid must be weights in [0, 1], got {bad}")
+        if isinstance(self.fusion_weight, float) and not 0 <= self.fusion_weight <= 1:
+            raise ConfigError(
+                f"llm_ranker: fusion_weight must be in [0, 1] or 'validation', got "
+                f"{self.fusion_weight}"
+            )
+        if self.endpoint is not None and self.finetune_users != 0:
             raise ConfigError(
                 "llm_ranker: fine-tuning (finetune_users > 0) needs the model's weights; it "
                 "cannot be done through an endpoint"
@@ -164,6 +224,8 @@ class CandidateScores:
         n_tokens: scored tokens per title (title + end-of-answer token).
         prior_sum: log-likelihood given the content-free prompt (NaN without calibration).
         scores: the final candidate scores (NaN in padding).
+        llm: the LLM's score before fusion (after calibration and length normalisation);
+            equal to ``scores`` when the fusion weight is 0.
     """
 
     users: np.ndarray
@@ -173,6 +235,7 @@ class CandidateScores:
     n_tokens: np.ndarray
     prior_sum: np.ndarray
     scores: np.ndarray
+    llm: np.ndarray
 
     def ranked(self, k: int | None = None) -> np.ndarray:
         """Candidates sorted by final score (best first), ``[n, k]`` with ``-1`` padding."""
@@ -228,6 +291,71 @@ def _zscore(x: np.ndarray) -> np.ndarray:
         mu = np.nanmean(x, axis=1, keepdims=True)
         sd = np.nanstd(x, axis=1, keepdims=True)
         return np.where(sd > 0, (x - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def fuse_scores(llm: np.ndarray, retriever: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) z(llm) + weight z(retriever)``, z-scored per row over the candidates.
+
+    NaN cells (padding, masked candidates) stay NaN and do not enter the z-scores.
+    """
+    if not 0 <= weight <= 1:
+        raise ConfigError(f"fusion weight must be in [0, 1], got {weight}")
+    llm = np.asarray(llm, dtype=np.float64)
+    retr = np.where(np.isnan(llm), np.nan, np.asarray(retriever, dtype=np.float64))
+    out = (1 - weight) * _zscore(llm) + weight * _zscore(retr)
+    out[np.isnan(llm)] = np.nan
+    return out
+
+
+def ndcg_of_candidates(
+    scores: np.ndarray, items: np.ndarray, truth: Any, k: int = 10
+) -> np.ndarray:
+    """Per-user NDCG@k of the candidates ranked by ``scores`` (NaN = not rankable).
+
+    ``truth`` is a users x items sparse matrix aligned with the rows; the ideal DCG counts every
+    true item (those the candidates miss included), as full-ranking evaluation does. Users
+    without true items get NaN.
+    """
+    from debiasrec.metrics.ranking import ranking_metrics
+
+    s = np.where(np.isnan(scores), -np.inf, scores)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(items, order, axis=1)
+    top[np.take_along_axis(np.isinf(s), order, axis=1)] = -1
+    if top.shape[1] < k:
+        top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # users without truth: NaN, reported by the caller
+        return ranking_metrics(top, truth, ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"]
+
+
+def fusion_sweep(
+    llm: np.ndarray,
+    retriever: np.ndarray,
+    items: np.ndarray,
+    truth: Any,
+    grid: Sequence[float],
+    *,
+    k: int = 10,
+) -> dict[float, float]:
+    """Mean NDCG@k (over users with true items) of the fused ranking for each weight of ``grid``.
+
+    ``weight`` is the retriever's (0 = LLM alone, 1 = retriever order); see :func:`fuse_scores`.
+    """
+    out = {}
+    for w in grid:
+        nd = ndcg_of_candidates(fuse_scores(llm, retriever, float(w)), items, truth, k)
+        out[float(w)] = float(np.nanmean(nd)) if np.isfinite(nd).any() else float("nan")
+    return out
+
+
+def best_weight(table: dict[float, float]) -> float:
+    """The weight with the highest value (the first one in grid order on ties)."""
+    finite = {w: v for w, v in table.items() if np.isfinite(v)}
+    if not finite:
+        raise DataError("best_weight: no finite value (no user with true items?)")
+    top = max(finite.values())
+    return next(w for w, v in finite.items() if v == top)
 
 
 @MODELS.register
@@ -296,6 +424,8 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         valid: Dataset | None = None,
         rng: int | np.random.Generator | None = None,
         retriever: Recommender | None = None,
+        rank_retriever: Recommender | None = None,
+        progress: Callable[[int, int, float], None] | None = None,
     ) -> LLMRanker:
         """Fit the retriever (unless a fitted ``retriever`` is given), then the LLM part.
 
@@ -307,6 +437,9 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
                 retriever (e.g. shared by several rankers in a comparison). It must be of the
                 class ``config.retriever`` names; for :meth:`load` to rebuild it,
                 ``config.retriever_params`` should describe it too.
+            rank_retriever: for ``finetune_objective="rank"``, an already fitted retriever on
+                :meth:`ranking_holdout` ``(train)[0]`` (else one is fitted).
+            progress: called as ``progress(step, n_steps, loss)`` after each fine-tuning step.
         """
         if retriever is not None:
             if retriever.name != self._retriever_class().name:
@@ -324,16 +457,22 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
                     f"({train.n_users} users x {train.n_items} items)"
                 )
         self._given_retriever = retriever
+        self._given_rank_retriever = rank_retriever
+        self._progress = progress
         try:
             super().fit(train, valid=valid, rng=rng)
         finally:
             self._given_retriever = None
+            self._given_rank_retriever = None
+            self._progress = None
         return self
 
     def _fit(
         self, train: Dataset, *, valid: Dataset | None, rng: int | np.random.Generator | None
     ) -> None:
         cfg = self.config
+        if cfg.fusion_weight == "validation" and valid is None:  # before hours of fine-tuning
+            raise ConfigError("fusion_weight='validation' needs fit(train, valid=...)")
         gen = np_rng(rng)
         renderer = TextRenderer(
             train, item_template=cfg.item_template, user_template=cfg.user_template
@@ -348,20 +487,33 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             self.retriever_ = self._retriever_class()(dict(cfg.retriever_params))
             self.retriever_.fit(train, valid=valid, rng=retr_seed)
         lm = getattr(self, "lm_", None)
-        if lm is None or cfg.endpoint is not None:
-            lm = self._make_lm()
+        if lm is None or cfg.endpoint is not None or getattr(self, "_weights_changed", False):
+            lm = self._make_lm()  # full fine-tuning changed the old one's weights
         else:
             from debiasrec.lm.llm import remove_lora
 
             remove_lora(lm)
         self.lm_ = lm
+        self._weights_changed = False
         self._prior: dict[int, float] = {}
+        self._memo: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.generation_stats_: list[dict[str, int]] = []
         self.finetune_losses_: list[float] = []
         self.finetune_seconds_ = 0.0
-        if cfg.finetune_users > 0:
+        self.rank_stats_: dict[str, int] = {}
+        self.fusion_weight_ = 0.0 if cfg.fusion_weight == "validation" else cfg.fusion_weight
+        self.fusion_table_: dict[float, float] = {}
+        if cfg.finetune_users != 0 and cfg.finetune_objective == "next_title":
             prompts, targets = self.finetune_examples(train, renderer, rng=gen)
             self._finetune(prompts, targets, seed=derive_seed(gen) % (2**31))
+        elif cfg.finetune_users != 0:
+            examples = self.ranking_examples(
+                train, rng=gen, valid=valid,
+                rank_retriever=getattr(self, "_given_rank_retriever", None),
+            )  # fmt: skip
+            self._finetune_rank(examples, seed=derive_seed(gen) % (2**31))
+        if cfg.fusion_weight == "validation":
+            self.choose_fusion_weight(valid, rng=gen)
 
     def finetune_examples(
         self,
@@ -385,7 +537,8 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         eligible = np.flatnonzero(counts >= 2)
         if len(eligible) == 0:
             raise DataError("llm_ranker fine-tuning needs users with at least two training items")
-        users = np.sort(gen.choice(eligible, min(cfg.finetune_users, len(eligible)), replace=False))
+        n_users = len(eligible) if cfg.finetune_users == "all" else int(cfg.finetune_users)
+        users = np.sort(gen.choice(eligible, min(n_users, len(eligible)), replace=False))
         full = recent_history(train, users, int(counts.max()))
         titles = renderer.titles()
         profiles = renderer.profile_text(users)
@@ -407,12 +560,21 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             text += t.history_intro + t.history_sep.join(history_titles[-t.history :])
         return text + t.suffix
 
+    def _make_trainable(self, seed: int) -> None:
+        from debiasrec.lm.llm import add_lora, enable_full_finetune
+
+        if self.config.finetune_method == "lora":
+            add_lora(self.lm_, self._lora_settings(), seed=seed)
+        else:
+            self._weights_changed = True
+            enable_full_finetune(self.lm_)
+
     def _finetune(self, prompts: list[str], targets: list[str], *, seed: int) -> None:
-        from debiasrec.lm.llm import add_lora, finetune
+        from debiasrec.lm.llm import finetune
 
         cfg = self.config
         start = time.perf_counter()
-        add_lora(self.lm_, self._lora_settings(), seed=seed)
+        self._make_trainable(seed)
         self.finetune_losses_ = finetune(
             self.lm_,
             prompts,
@@ -420,9 +582,193 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
             epochs=cfg.finetune_epochs,
             lr=cfg.finetune_lr,
             batch_size=cfg.finetune_batch_size,
+            weight_decay=cfg.finetune_weight_decay,
             seed=seed,
         )
         self.finetune_seconds_ = time.perf_counter() - start
+
+    # ------------------------------------------------------------------ ranking objective
+    def ranking_holdout(self, train: Dataset) -> tuple[Dataset, sp.csr_matrix]:
+        """``(inner training data, held-out users x items matrix)`` of the ranking objective.
+
+        Each user with at least three training items holds out ``round(rank_holdout * n)``
+        (at least 1, at most ``n - 2``) random items, drawn with ``rank_holdout_seed``: the same
+        config gives the same split. The held-out items play the part of the test items: an
+        inner retriever fitted on the rest proposes candidates among which they are positives.
+        """
+        cfg = self.config
+        gen = np.random.default_rng(cfg.rank_holdout_seed)
+        n_u = train.n_users
+        counts = np.bincount(train.users, minlength=n_u)
+        m = np.where(
+            counts >= 3,
+            np.clip(np.round(cfg.rank_holdout * counts), 1, np.maximum(counts - 2, 1)),
+            0,
+        ).astype(np.int64)
+        key = gen.random(train.n_interactions)
+        order = np.lexsort((key, train.users))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        within = np.arange(train.n_interactions) - starts[train.users[order]]
+        hold = np.zeros(train.n_interactions, dtype=bool)
+        hold[order[within < m[train.users[order]]]] = True
+        inner = train.subset(~hold, name=f"{train.name}-rank-inner")
+        held = train.subset(hold).csr()
+        return inner, held
+
+    def ranking_examples(
+        self,
+        train: Dataset,
+        *,
+        rng: int | np.random.Generator | None = None,
+        valid: Dataset | None = None,
+        rank_retriever: Recommender | None = None,
+    ) -> list[Any]:
+        """Listwise examples of the ranking objective (``finetune_objective="rank"``).
+
+        1. :meth:`ranking_holdout` splits each user's training items into an inner history and
+           held-out items;
+        2. an inner retriever (the ``retriever`` class and parameters) is fitted on the inner
+           history, and its top ``rank_candidates`` items (inner history masked) are the
+           user's candidates, so that the ranker is trained on the kind of candidate lists it
+           will rank: what a retriever proposes without having seen the positives;
+        3. the prompt lists the user's inner history, oldest first (the last
+           ``user_template.history`` items by timestamp);
+        4. up to ``finetune_targets_per_user`` lists per user, each with up to
+           ``rank_positives`` held-out items found among the candidates (disjoint across the
+           user's lists) and ``rank_negatives`` other candidates drawn at random. Users whose
+           held-out items the inner retriever misses give no example (counted in
+           ``rank_stats_["users_without_positive"]``).
+        """
+        from debiasrec.lm.llm import RankingExample
+
+        cfg = self.config
+        gen = np_rng(rng)
+        inner, held = self.ranking_holdout(train)
+        seed = derive_seed(gen)
+        if rank_retriever is None:
+            rank_retriever = self._retriever_class()(dict(cfg.retriever_params))
+            rank_retriever.fit(inner, valid=valid, rng=seed)
+        else:
+            got = getattr(rank_retriever, "train_csr_", None)
+            want = inner.csr()
+            if got is None or got.shape != want.shape or (got != want).nnz:
+                raise DataError(
+                    "rank_retriever must be fitted on ranking_holdout(train)[0] (the training "
+                    "data without the held-out items)"
+                )
+        users = np.flatnonzero(np.diff(held.indptr) > 0)
+        if cfg.finetune_users != "all" and int(cfg.finetune_users) < len(users):
+            users = np.sort(gen.choice(users, int(cfg.finetune_users), replace=False))
+        if len(users) == 0:
+            raise DataError("llm_ranker rank fine-tuning needs users with at least 3 items")
+        n_c = cfg.rank_candidates or cfg.n_candidates
+        cands = rank_retriever.recommend(users, k=n_c).items
+        renderer = TextRenderer(
+            inner, item_template=cfg.item_template, user_template=cfg.user_template
+        )
+        texts = renderer.user_texts(users)
+        titles = renderer.titles()
+        examples = []
+        missed = n_pos = 0
+        for r, u in enumerate(users):
+            row = cands[r][cands[r] >= 0]
+            is_pos = np.isin(row, held.indices[held.indptr[u] : held.indptr[u + 1]])
+            pos, neg = np.flatnonzero(is_pos), np.flatnonzero(~is_pos)
+            if len(pos) == 0 or len(neg) == 0:
+                missed += 1
+                continue
+            prompt = cfg.instruction.format(user=texts[r])
+            pos = gen.permutation(pos)
+            for e in range(cfg.finetune_targets_per_user):
+                p_sel = pos[e * cfg.rank_positives : (e + 1) * cfg.rank_positives]
+                if len(p_sel) == 0:
+                    break
+                n_neg = len(neg) if cfg.rank_negatives == 0 else min(cfg.rank_negatives, len(neg))
+                sel = np.sort(np.concatenate([p_sel, gen.choice(neg, n_neg, replace=False)]))
+                examples.append(
+                    RankingExample(
+                        prompt,
+                        tuple(titles[int(i)] for i in row[sel]),
+                        tuple(int(j) for j in np.flatnonzero(np.isin(sel, p_sel))),
+                        user=int(u),
+                    )
+                )
+                n_pos += len(p_sel)
+        if not examples:
+            raise DataError(
+                "no ranking example: the inner retriever found no held-out item among its "
+                f"{n_c} candidates for any of {len(users)} users; raise rank_candidates"
+            )
+        self.rank_stats_ = {
+            "users": int(len(users)), "users_without_positive": int(missed),
+            "examples": len(examples), "positives": int(n_pos), "candidates": int(n_c),
+            "inner_interactions": int(inner.n_interactions),
+        }  # fmt: skip
+        return examples
+
+    def _finetune_rank(self, examples: list[Any], *, seed: int) -> None:
+        from debiasrec.lm.llm import finetune_ranking
+
+        cfg = self.config
+        start = time.perf_counter()
+        self._make_trainable(seed)
+        self.finetune_losses_ = finetune_ranking(
+            self.lm_,
+            examples,
+            epochs=cfg.finetune_epochs,
+            lr=cfg.finetune_lr,
+            batch_size=cfg.finetune_batch_size,
+            weight_decay=cfg.finetune_weight_decay,
+            length_norm=cfg.length_norm,
+            lm_weight=cfg.rank_lm_weight,
+            temperature=cfg.rank_temperature,
+            schedule=cfg.finetune_schedule,
+            seed=seed,
+            progress=getattr(self, "_progress", None),
+        )
+        self.finetune_seconds_ = time.perf_counter() - start
+
+    def choose_fusion_weight(
+        self,
+        valid: Dataset | None,
+        *,
+        users: np.ndarray | None = None,
+        rng: int | np.random.Generator | None = None,
+    ) -> float:
+        """Set ``fusion_weight_`` to the ``fusion_grid`` weight with the best validation NDCG.
+
+        Each grid weight ranks the candidates of validation users by :func:`fuse_scores` of
+        the LLM and retriever scores; the one with the highest mean NDCG@``fusion_k`` on the
+        validation items wins (``fusion_table_`` holds every weight's value). Called by ``fit``
+        when ``fusion_weight="validation"``; callable again on a fitted model (LLM scores are
+        memoised, so only new prompts cost model calls).
+
+        Args:
+            valid: validation interactions (same users and items as the training data).
+            users: validation users to use; default ``fusion_val_users`` users with
+                validation items drawn with ``rng`` (all of them when 0).
+        """
+        cfg = self.config
+        self._check_fitted()
+        if valid is None:
+            raise ConfigError("fusion_weight='validation' needs fit(train, valid=...)")
+        vcsr = valid.csr()
+        if vcsr.shape[1] != self.n_items_ or vcsr.shape[0] > self.n_users_:
+            raise DataError("valid must share the training data's users and items")
+        if users is None:
+            users = np.flatnonzero(np.diff(vcsr.indptr) > 0)
+            if cfg.fusion_val_users and len(users) > cfg.fusion_val_users:
+                users = np.sort(np_rng(rng).choice(users, cfg.fusion_val_users, replace=False))
+        users = self._check_users(users)
+        if len(users) == 0 or vcsr[users].nnz == 0:
+            raise DataError("fusion_weight='validation': no chosen user has validation items")
+        self.fusion_weight_ = 0.0
+        cs = self.candidate_scores(users)
+        self.fusion_table_ = fusion_sweep(
+            cs.llm, cs.retriever, cs.items, vcsr[users], cfg.fusion_grid, k=cfg.fusion_k
+        )
+        self.fusion_weight_ = best_weight(self.fusion_table_)
+        return self.fusion_weight_
 
     # ------------------------------------------------------------------ candidates and scores
     def candidates(self, user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,13 +811,7 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         elif len(texts) != len(users):
             raise DataError(f"{len(texts)} texts given for {len(users)} users")
         items, retr = self.candidates(users)
-        cands = [[self.titles_[i] for i in row if i >= 0] for row in items]
-        lp = self.lm_.score_candidates(self._prompts(list(texts)), cands, batch_size=cfg.batch_size)
-        width = items.shape[1]
-        logp = np.full(items.shape, np.nan)
-        ntok = np.zeros(items.shape, dtype=np.int64)
-        logp[:, : lp.sum.shape[1]] = lp.sum[:, :width]
-        ntok[:, : lp.n_tokens.shape[1]] = lp.n_tokens[:, :width]
+        logp, ntok = self._llm_logp(users, self._prompts(list(texts)), items)
         prior = np.full(items.shape, np.nan)
         score = logp.copy()
         if cfg.calibration == "pmi":
@@ -482,10 +822,46 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
                 score = score / ntok
         score[items < 0] = np.nan
         retr = np.where(items >= 0, retr, np.nan).astype(np.float64)
-        if cfg.fusion_weight > 0:
-            score = (1 - cfg.fusion_weight) * _zscore(score) + cfg.fusion_weight * _zscore(retr)
-            score[items < 0] = np.nan
-        return CandidateScores(users, items, retr, logp, ntok, prior, score)
+        llm = score
+        w = float(getattr(self, "fusion_weight_", 0.0))
+        if w > 0:
+            score = fuse_scores(llm, retr, w)
+        return CandidateScores(
+            users=users, items=items, retriever=retr, logp_sum=logp, n_tokens=ntok,
+            prior_sum=prior, scores=score, llm=llm,
+        )  # fmt: skip
+
+    def _llm_logp(
+        self, users: np.ndarray, prompts: list[str], items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """LLM log-likelihood sums and token counts of the candidates, memoised per prompt."""
+        cap = self.config.score_cache
+        memo = getattr(self, "_memo", None)
+        if memo is None:
+            memo = self._memo = {}
+        logp = np.full(items.shape, np.nan)
+        ntok = np.zeros(items.shape, dtype=np.int64)
+        need = []
+        for r, (u, p) in enumerate(zip(users, prompts, strict=True)):
+            hit = memo.get((int(u), p)) if cap else None
+            if hit is not None and np.array_equal(hit[0], items[r]):
+                logp[r], ntok[r] = hit[1], hit[2]
+            else:
+                need.append(r)
+        if need:
+            cands = [[self.titles_[i] for i in items[r] if i >= 0] for r in need]
+            lp = self.lm_.score_candidates(
+                [prompts[r] for r in need], cands, batch_size=self.config.batch_size
+            )
+            width = min(items.shape[1], lp.sum.shape[1])
+            for j, r in enumerate(need):
+                logp[r, :width] = lp.sum[j, :width]
+                ntok[r, :width] = lp.n_tokens[j, :width]
+                if cap:
+                    if len(memo) >= cap:
+                        memo.clear()
+                    memo[(int(users[r]), prompts[r])] = (items[r].copy(), logp[r], ntok[r])
+        return logp, ntok
 
     def _to_full(self, cs: CandidateScores) -> np.ndarray:
         """Full ``[n, n_items]`` float32 score rows with the candidates' scores on top."""
@@ -651,18 +1027,23 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
-        from debiasrec.lm.llm import lora_state
+        from debiasrec.lm.llm import full_state, lora_state
 
         state = {f"retriever.{k}": v for k, v in self.retriever_._state().items()}
         if self.config.endpoint is None:
             state.update({f"lora.{k}": v for k, v in lora_state(self.lm_).items()})
+            if getattr(self, "_weights_changed", False):
+                state.update({f"llm.{k}": v for k, v in full_state(self.lm_).items()})
+        state["fusion.weight"] = np.array([self.fusion_weight_], dtype=np.float64)
+        grid = sorted(getattr(self, "fusion_table_", {}).items())
+        state["fusion.table"] = np.array(grid, dtype=np.float64).reshape(-1, 2)
         state["texts.titles"], state["texts.title_offsets"] = _encode_strings(self.titles_)
         state["texts.users"], state["texts.user_offsets"] = _encode_strings(self.user_texts_)
         state["finetune.losses"] = np.asarray(self.finetune_losses_, dtype=np.float64)
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        from debiasrec.lm.llm import load_lora
+        from debiasrec.lm.llm import load_full_state, load_lora
 
         retr = self._retriever_class()(dict(self.config.retriever_params))
         retr.n_users_, retr.n_items_, retr.train_csr_ = (
@@ -681,6 +1062,18 @@ class LLMRanker(Recommender[LLMRankerConfig], TextScorer):
         self.finetune_seconds_ = 0.0
         self.lm_ = self._make_lm(self._load_device)
         self._prior = {}
+        self._memo = {}
+        self.rank_stats_ = {}
+        cfg_w = self.config.fusion_weight
+        default_w = np.array([0.0 if cfg_w == "validation" else cfg_w])
+        self.fusion_weight_ = float(state.get("fusion.weight", default_w)[0])
+        self.fusion_table_ = {
+            float(w): float(v) for w, v in state.get("fusion.table", np.zeros((0, 2)))
+        }
+        full = {k[len("llm.") :]: v for k, v in state.items() if k.startswith("llm.")}
+        self._weights_changed = bool(full)
+        if full:
+            load_full_state(self.lm_, full)
         lora = {k[len("lora.") :]: v for k, v in state.items() if k.startswith("lora.")}
         if lora:
             load_lora(self.lm_, self._lora_settings(), lora)
