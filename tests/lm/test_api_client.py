@@ -7,6 +7,7 @@ with the in-process model is tested against a real third-party server in test_ap
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("httpx")
+
 
 from debiasrec.errors import ConfigError  # noqa: E402
 from debiasrec.lm.api import EndpointError, EndpointLM, EndpointSettings, OpenAIClient  # noqa: E402
@@ -75,12 +77,13 @@ class Scripted:
                     time.sleep(delay)
                     if callable(resp):
                         resp = resp(body)
-                    self._answer(status, resp, headers)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
                 finally:
+                    # counted out before the answer is sent: once the client has the answer it
+                    # may send its next request, which must not find this one still counted
                     with lock:
                         outer.in_flight -= 1
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._answer(status, resp, headers)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
