@@ -316,6 +316,7 @@ def ndcg_of_candidates(
     true item (those the candidates miss included), as full-ranking evaluation does. Users
     without true items get NaN.
     """
+    from debiasrec.metrics import DegenerateMetricWarning
     from debiasrec.metrics.ranking import ranking_metrics
 
     s = np.where(np.isnan(scores), -np.inf, scores)
@@ -325,7 +326,8 @@ def ndcg_of_candidates(
     if top.shape[1] < k:
         top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # users without truth: NaN, reported by the caller
+        # users without truth: NaN, reported by the caller
+        warnings.simplefilter("ignore", DegenerateMetricWarning)
         return ranking_metrics(top, truth, ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"]
 
 
