@@ -203,6 +203,7 @@ def report(args: Any) -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     targets: list[str] = []
+    svgs: dict[str, str] = {}  # Pareto plots by file name, written with --write
     seeds = summary.get("seeds")
     # Seeds may have been run as separate processes (``--seeds S --run sS``) sharing the stage
     # cache, and the result folder assembled from the cache by one run over every seed.
@@ -441,8 +442,8 @@ def report(args: Any) -> None:
                 ld = attr != "ckl" and m in levs.index and levs.loc[m].verdict == "levelling down"
                 pts.append((base_name if m == base else _suffix(m, base), x, y, bool(ld)))
             if len(pts) >= 2:
-                (DOCS / f"pareto_{base}_{attr}.svg").write_text(
-                    _pareto_svg(pts, f"{base_name}: NDCG@10 vs {title}", title)
+                svgs[f"pareto_{base}_{attr}.svg"] = _pareto_svg(
+                    pts, f"{base_name}: NDCG@10 vs {title}", title
                 )
     # ---- leakage
     leak_path = OUT / "leakage.parquet"
@@ -530,10 +531,8 @@ def report(args: Any) -> None:
                         False,
                     )
                 )
-        (DOCS / "pareto_leakage.svg").write_text(
-            _pareto_svg(
-                pts, "NDCG@10 vs gender leakage (|LR AUC - 0.5|)", "|LR attacker AUC - 0.5|"
-            )
+        svgs["pareto_leakage.svg"] = _pareto_svg(
+            pts, "NDCG@10 vs gender leakage (|LR AUC - 0.5|)", "|LR attacker AUC - 0.5|"
         )
     lines += _splits_section(targets)
     milp_path = OUT / "milp.parquet"
@@ -556,7 +555,7 @@ def report(args: Any) -> None:
                 f"| {r.milp_proven:.0%} | {r.seconds:.0f} |"
             )
         lines.append("")
-    plots = sorted(p.name for p in DOCS.glob("pareto_*.svg"))
+    plots = sorted(svgs)
     body = "\n".join(
         [
             *lines,
@@ -572,7 +571,10 @@ def report(args: Any) -> None:
         ]
     )
     print(body)
-    if args.write:
+    if args.write:  # the plots too: without --write nothing is written
+        DOCS.mkdir(parents=True, exist_ok=True)
+        for name, svg in svgs.items():
+            (DOCS / name).write_text(svg)
         script = "python benchmarks/fairness_frontier.py"
         command = (
             f"{script} --part experiment --seeds S --run sS (S = 0..4; optional, seeds in "
