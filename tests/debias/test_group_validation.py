@@ -99,3 +99,27 @@ def test_activity_groups_and_config_errors(planted) -> None:
         GroupValidation()
     with pytest.raises(ConfigError, match="max_weight"):
         GroupValidation(attr="gender", max_weight=0.5)
+
+
+def test_group_ndcg_reuses_the_trainers_validation_ranking(planted, monkeypatch) -> None:
+    """With the Trainer's metric at the strategy's k, the per-group NDCG comes from the
+    Trainer's own per-user validation values (no second full ranking) and equals what the
+    strategy computes by itself at that k."""
+    from debiasrec.debias.inproc import group_validation as gv
+
+    calls = []
+    real = gv.full_ranking_topk
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(gv, "full_ranking_topk", counted)
+    reused = _fit(planted, 0, [GroupValidation(attr="gender", k=10)], epochs=4)
+    assert calls == []
+    own = _fit(planted, 0, [GroupValidation(attr="gender", k=10)], epochs=4, metric="recall@10")
+    assert len(calls) == 2  # epochs 2 and 4
+    key = "valid_ndcg@10_gender=F"
+    a = [r[key] for r in reused.history_.epochs if key in r]
+    b = [r[key] for r in own.history_.epochs if key in r]
+    assert len(a) == 2 and a == b

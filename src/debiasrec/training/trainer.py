@@ -255,6 +255,11 @@ class Strategy:
         (for strategies whose validation numbers need held-out interactions, e.g. per-group
         accuracy)."""
 
+    def observe_validation(self, per_user: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Called before :meth:`validation_metrics` with the Trainer's own validation metric per
+        user (``{metric: (user codes, values)}``; may be empty), so that a strategy needing the
+        same numbers per group does not rank every validation user again."""
+
     def validation_metrics(self, model: Trainable, valid_users: np.ndarray) -> dict[str, float]:
         """Extra validation numbers to log (and to use in a selection rule)."""
         return {}
@@ -351,10 +356,13 @@ def validation_score(
     train: Dataset,
     valid: Dataset,
     metric: str = "ndcg@10",
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> float:
     """Mean of a ranking metric on ``valid`` users (full ranking, training items masked).
 
-    ``score_fn`` may return tensors on any device; masking and top-k run there.
+    ``score_fn`` may return tensors on any device; masking and top-k run there. With
+    ``per_user`` (a dict), ``per_user[metric]`` is set to ``(users, values)``: the evaluated
+    user codes and each one's value, for callers that also need them per user.
     """
     from debiasrec.metrics.ranking import ranking_metrics
 
@@ -368,6 +376,8 @@ def validation_score(
         return float("nan")
     items, _ = full_ranking_topk(score_fn, users, k, [train.csr()])
     vals = ranking_metrics(items, truth[users], ks=(k,), metrics=(name,))[metric]
+    if per_user is not None:
+        per_user[metric] = (users, vals)
     return float(np.nanmean(vals))
 
 
@@ -559,10 +569,14 @@ class Trainer:
                 model.module.eval()
                 vrow: dict[str, float] | None = None
                 if ctx.is_main:
+                    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
                     with precision_context(device, precision):
-                        value = validation_score(model.score_block, train, valid, cfg.metric)
+                        value = validation_score(
+                            model.score_block, train, valid, cfg.metric, per_user=per_user
+                        )
                     vrow = {metric_key: value}
                     for s in self.strategies:
+                        s.observe_validation(per_user)
                         vrow.update(s.validation_metrics(model, np.arange(valid.n_users)))
                 vrow = dist_.broadcast_object(vrow, ctx)
                 assert vrow is not None
